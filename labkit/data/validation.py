@@ -1,0 +1,70 @@
+"""Checks at the boundary: a wrong input fails here with a message that says
+what was expected, not deep inside torch with a shape error."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .classes import IGNORE_INDEX, NUM_CLASSES
+
+_INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8)
+
+
+def check_label_map(label, name: str = "label", *, num_classes: int = NUM_CLASSES,
+                    allow_ignore: bool = False, ndim: tuple[int, ...] = (2, 3)) -> torch.Tensor:
+    """Validate a label map and return it as an int64 tensor.
+
+    label: (H, W) or (N, H, W) integer class indices in ``[0, num_classes)``;
+    with ``allow_ignore`` the value ``IGNORE_INDEX`` (255) is accepted too.
+    Raises ``ValueError`` naming the argument for a float dtype, a wrong number
+    of dimensions or an id out of range.
+    """
+    if isinstance(label, np.ndarray):
+        if not np.issubdtype(label.dtype, np.integer):
+            raise ValueError(f"{name} must hold integer class ids, got dtype {label.dtype}")
+        label = torch.from_numpy(label.astype(np.int64))
+    if not isinstance(label, torch.Tensor):
+        raise ValueError(f"{name} must be a tensor or numpy array, got {type(label).__name__}")
+    if label.dtype not in _INTEGER_DTYPES:
+        raise ValueError(f"{name} must hold integer class ids (int64), got dtype {label.dtype}")
+    if label.dim() not in ndim:
+        shapes = " or ".join({2: "(H, W)", 3: "(N, H, W)"}[d] for d in ndim)
+        raise ValueError(f"{name} must have shape {shapes}, got {tuple(label.shape)}")
+    label = label.long()
+    if label.numel():
+        bad = (label < 0) | (label >= num_classes)
+        if allow_ignore:
+            bad &= label != IGNORE_INDEX
+        if bool(bad.any()):
+            values = torch.unique(label[bad])[:5].tolist()
+            allowed = f"[0, {num_classes - 1}]" + (f" or {IGNORE_INDEX}" if allow_ignore else "")
+            raise ValueError(f"{name} has class ids out of range {allowed}: {values}")
+    return label
+
+
+def check_images(images, name: str = "images", *, ndim: tuple[int, ...] = (3, 4)) -> torch.Tensor:
+    """Validate float images (3, H, W) or (N, 3, H, W) with values in [0, 1]."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"{name} must be a tensor, got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise ValueError(f"{name} must be float in [0, 1], got dtype {images.dtype}")
+    if images.dim() not in ndim or images.shape[-3] != 3:
+        shapes = " or ".join({3: "(3, H, W)", 4: "(N, 3, H, W)"}[d] for d in ndim)
+        raise ValueError(f"{name} must have shape {shapes}, got {tuple(images.shape)}")
+    lo, hi = (float(images.min()), float(images.max())) if images.numel() else (0.0, 1.0)
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"{name} must have values in [0, 1], got range [{lo:.3g}, {hi:.3g}]")
+    return images
+
+
+def check_image_label_pair(images, labels, *, allow_ignore: bool = False):
+    """Validate a batch of images (N, 3, H, W) against label maps (N, H, W)."""
+    images = check_images(images, "images", ndim=(4,))
+    labels = check_label_map(labels, "labels", allow_ignore=allow_ignore, ndim=(3,))
+    if images.shape[0] != labels.shape[0] or images.shape[-2:] != labels.shape[-2:]:
+        raise ValueError(
+            "images and labels must match: images (N, 3, H, W) with labels (N, H, W), got "
+            f"{tuple(images.shape)} and {tuple(labels.shape)}")
+    return images, labels
