@@ -1,0 +1,204 @@
+"""The judge: a small segmentation network that every chapter is scored by.
+
+CRN, SIMS and the analogy paper measure a synthesised image by running a
+pretrained segmentation network on it and comparing the prediction with the
+input layout (the "FCN-score"). No pretrained network can be downloaded
+here, so the course trains its own on StreetScenes and commits the weights
+(``checkpoints/judge.pt``, stored in float16). Its encoder also serves as
+the offline feature extractor for perceptual losses and the Fréchet
+distance (see :mod:`labkit.features` and :mod:`labkit.metrics`).
+
+Retrain with ``python -m labkit.judge train`` (``make judge``).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from .data import NUM_CLASSES, StreetScenes
+from .train import REPO_ROOT, fit, git_commit, setup
+
+JUDGE_PATH = REPO_ROOT / "checkpoints" / "judge.pt"
+JUDGE_WIDTHS = (24, 48, 96, 160)
+EVAL_SCENES = 256
+EVAL_SIZES = ((64, 128), (128, 256))
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class JudgeNet(nn.Module):
+    """A four-level U-Net.
+
+    images (N, 3, H, W) in [0, 1], H and W multiples of 8 → logits
+    (N, NUM_CLASSES, H, W). ``encoder_features`` returns the four encoder
+    stages ``enc1`` … ``enc4`` at strides 1, 2, 4, 8 with
+    ``JUDGE_WIDTHS`` channels.
+    """
+
+    feature_names = ("enc1", "enc2", "enc3", "enc4")
+
+    def __init__(self, widths=JUDGE_WIDTHS, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.widths = tuple(widths)
+        self.register_buffer("mean", torch.tensor([0.45, 0.45, 0.45]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
+        self.encoders = nn.ModuleList()
+        cin = 3
+        for width in widths:
+            self.encoders.append(_conv_block(cin, width))
+            cin = width
+        self.decoders = nn.ModuleList(
+            _conv_block(widths[k + 1] + widths[k], widths[k]) for k in reversed(range(len(widths) - 1)))
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self.source = "untrained"
+
+    def encoder_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = (images - self.mean) / self.std
+        features = []
+        for k, encoder in enumerate(self.encoders):
+            if k > 0:
+                x = F.avg_pool2d(x, 2)
+            x = encoder(x)
+            features.append(x)
+        return features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        if height % 8 or width % 8:
+            raise ValueError(f"judge input must have H and W divisible by 8, got {(height, width)}")
+        features = self.encoder_features(images)
+        x = features[-1]
+        for decoder, skip in zip(self.decoders, reversed(features[:-1])):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = decoder(torch.cat([x, skip], dim=1))
+        return self.head(x)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+        """(N, 3, H, W) → (N, H, W) int64 class indices."""
+        was_training = self.training
+        self.eval()
+        out = torch.cat([self(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+        self.train(was_training)
+        return out
+
+
+_CACHE: dict = {}
+
+
+def load_judge(path=None, device="cpu") -> JudgeNet:
+    """The committed judge (cached per path and device), in eval mode."""
+    path = Path(path) if path is not None else JUDGE_PATH
+    key = (str(path.resolve()), str(device))
+    if key not in _CACHE:
+        if not path.is_file():
+            raise FileNotFoundError(f"judge weights not found at {path}; retrain them with `make judge`")
+        state = load_checkpoint(path)
+        if "model" not in state or "widths" not in state:
+            raise CheckpointError(f"{path} is not a judge checkpoint (expected keys 'model' and 'widths')")
+        judge = JudgeNet(widths=state["widths"])
+        judge.load_state_dict({k: v.float() for k, v in state["model"].items()})
+        judge.source = str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+        judge.scores = state.get("scores", {})
+        _CACHE[key] = judge.to(device).eval()
+    return _CACHE[key]
+
+
+def render_set(size, count: int, split: str, seed: int = 0, start: int = 0):
+    """Render ``count`` scenes → (images (N,3,H,W) float32, labels (N,H,W) int64)."""
+    ds = StreetScenes(size=size, seed=seed, split=split, length=start + count)
+    samples = [ds[i] for i in range(start, start + count)]
+    return torch.stack([s["image"] for s in samples]), torch.stack([s["label"] for s in samples])
+
+
+def evaluate(judge: JudgeNet, sizes=EVAL_SIZES, count: int = EVAL_SCENES, split: str = "test") -> dict:
+    """mIoU and pixel accuracy of the judge on held-out real scenes."""
+    from .metrics import segmentation_scores
+
+    scores = {}
+    for size in sizes:
+        images, labels = render_set(size, count, split)
+        prediction = judge.predict(images)
+        scores[f"{size[0]}x{size[1]}"] = segmentation_scores(prediction, labels)
+    return scores
+
+
+def train_judge(steps: int = 3000, batch_size: int = 12, scenes: tuple[int, int] = (4000, 1500),
+                lr: float = 2e-3, seed: int = 0, out=JUDGE_PATH, max_minutes: float | None = None,
+                workdir=REPO_ROOT / "runs" / "judge") -> dict:
+    """Train the judge on StreetScenes' train split at 64×128 and 128×256.
+
+    Steps alternate between the two resolutions; horizontal flips double
+    the scenes. The final weights go to ``out`` in float16 with their scores.
+    """
+    device = setup(seed=seed, threads=None)
+    began = time.monotonic()
+    small = render_set((64, 128), scenes[0], "train")
+    large = render_set((128, 256), scenes[1], "train", start=scenes[0])
+    judge = JudgeNet().to(device)
+    optimizer = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+
+    def batch_for_step(step: int):
+        images, labels = (small, large)[step % 2]
+        rng = np.random.default_rng([seed, step])
+        index = torch.from_numpy(rng.choice(len(images), batch_size // (1 + 3 * (step % 2)), replace=False))
+        x, y = images[index], labels[index]
+        if rng.random() < 0.5:
+            x, y = x.flip(-1), y.flip(-1)
+        return x.to(device), y.to(device)
+
+    def loss_fn(model, batch):
+        x, y = batch
+        logits = model(x)
+        return F.cross_entropy(logits, y), {}
+
+    workdir = Path(workdir)
+    result = fit(judge, optimizer, batch_for_step, loss_fn, steps=steps, scheduler=scheduler,
+                 checkpoint=workdir / "judge_training.pt", checkpoint_every=250, max_minutes=max_minutes,
+                 description="judge")
+    if not result.finished:
+        print(f"stopped at step {result.steps_done}/{steps}; run again to resume")
+        return {}
+    judge.eval()
+    scores = evaluate(judge)
+    state = {
+        "model": {k: v.half() if v.is_floating_point() else v for k, v in judge.state_dict().items()},
+        "widths": list(judge.widths), "scores": scores, "history": result.history,
+        "train": {"steps": steps, "batch_size": batch_size, "scenes": list(scenes), "lr": lr, "seed": seed,
+                  "commit": git_commit(), "wall_time_s": round(time.monotonic() - began, 1),
+                  "torch": torch.__version__},
+    }
+    save_checkpoint(out, state)
+    _CACHE.clear()
+    return scores
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m labkit.judge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="retrain the judge and overwrite checkpoints/judge.pt")
+    train.add_argument("--steps", type=int, default=3000)
+    train.add_argument("--max-minutes", type=float, default=None)
+    sub.add_parser("evaluate", help="score the committed judge on held-out scenes")
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        print(train_judge(steps=args.steps, max_minutes=args.max_minutes))
+    else:
+        setup(threads=None)
+        print(evaluate(load_judge()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Figures shared by the chapters: image grids, label maps, curves, matrices."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .data import CLASS_NAMES, CLASSES, PALETTE, colorize
+
+
+def to_numpy_image(image) -> np.ndarray:
+    """(3, H, W) tensor in [0, 1] → (H, W, 3) array; (H, W) labels → colours."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        if image.dim() == 2:
+            return colorize(image.numpy())
+        return image.permute(1, 2, 0).clamp(0, 1).numpy()
+    image = np.asarray(image)
+    return colorize(image) if image.ndim == 2 else image
+
+
+def show_grid(rows, titles=None, row_labels=None, scale: float = 2.2, figure_title: str | None = None):
+    """Show a grid of images; ``rows`` is a list of lists of images or label maps."""
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(scale * 2 * n_cols, scale * n_rows), squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(row) and row[c] is not None:
+                ax.imshow(to_numpy_image(row[c]), interpolation="nearest")
+            if titles is not None and r == 0 and c < len(titles):
+                ax.set_title(titles[c], fontsize=9)
+        if row_labels is not None:
+            axes[r, 0].text(-0.03, 0.5, row_labels[r], transform=axes[r, 0].transAxes, ha="right",
+                            va="center", fontsize=9)
+    if figure_title:
+        fig.suptitle(figure_title)
+    fig.tight_layout()
+    return fig
+
+
+def class_legend(ax=None):
+    """A legend patch per class, in the class table's colours."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=np.array(c.color) / 255, label=c.name) for c in CLASSES]
+    (ax or plt.gca()).legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+
+
+def plot_history(history: list[dict], keys=("loss",), ax=None, title: str | None = None, log: bool = False):
+    """Training curves from a :class:`labkit.train.FitResult` history."""
+    ax = ax or plt.subplots(figsize=(6, 3))[1]
+    steps = [h["step"] for h in history]
+    for key in keys:
+        ax.plot(steps, [h[key] for h in history], label=key)
+    ax.set_xlabel("step")
+    if log:
+        ax.set_yscale("log")
+    if len(keys) > 1:
+        ax.legend()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_confusion(confusion, ax=None, title: str = "confusion (rows: truth, normalised)"):
+    """Row-normalised confusion matrix with class names."""
+    confusion = np.asarray(confusion, dtype=float)
+    normalised = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    ax = ax or plt.subplots(figsize=(5.5, 5))[1]
+    ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    names = CLASS_NAMES[:len(confusion)]
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if normalised[i, j] >= 0.005:
+                ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if normalised[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_title(title, fontsize=10)
+    return ax
+
+
+def draw_boxes(ax, objects, color="yellow", label_key: str = "order"):
+    """Outline StreetScenes objects on an image axis, tagged with ``label_key``."""
+    from matplotlib.patches import Rectangle
+
+    for obj in objects:
+        x0, y0, x1, y1 = obj["box"]
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=color, lw=1))
+        ax.text(x0, y0 - 1, str(obj[label_key]), color=color, fontsize=7, va="bottom")
+
+
+def class_table_html() -> str:
+    """The class table as HTML, with colour swatches."""
+    rows = "".join(
+        f"<tr><td>{c.index}</td><td>{c.name}</td><td>{c.cityscapes_train_id}</td><td>{c.cityscapes_label_id}</td>"
+        f"<td>{c.color}</td><td style='background: rgb{c.color}; width: 3em'></td>"
+        f"<td>{'yes' if c.is_instance else ''}</td></tr>" for c in CLASSES)
+    return ("<table><tr><th>index</th><th>name</th><th>Cityscapes trainId</th><th>Cityscapes labelId</th>"
+            f"<th>colour</th><th></th><th>instances</th></tr>{rows}</table>")
+
+
+__all__ = ["to_numpy_image", "show_grid", "class_legend", "plot_history", "plot_confusion", "draw_boxes",
+           "class_table_html", "PALETTE"]

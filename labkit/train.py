@@ -1,0 +1,242 @@
+"""Shared training pieces: setup, profiles, provenance and one training loop.
+
+The loop follows the course's "load or train" pattern: it resumes from its
+checkpoint when one exists, saves atomically every ``checkpoint_every`` steps
+and when its time budget (``max_minutes``) runs out, and can be killed at any
+moment without losing more than the steps since the last save. Batches are a
+function of the step number, so a resumed run sees exactly the data an
+uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoints import load_checkpoint, save_checkpoint, write_json
+
+PROFILE_NAMES = ("smoke", "book", "full")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; a named device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but CUDA is not available here")
+    return device
+
+
+def setup(seed: int = 0, threads: int | None = 2, device: str = "auto", deterministic: bool = True) -> torch.device:
+    """The one setup call of every notebook and script.
+
+    Seeds Python, NumPy and torch; fixes the CPU thread count (results of
+    float reductions depend on it); asks torch for deterministic kernels;
+    returns the chosen device.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return choose_device(device)
+
+
+def select_profile(profiles: dict[str, dict], name: str) -> dict:
+    """Return the settings of profile ``name`` from a chapter's table.
+
+    Each chapter declares ``PROFILES = {"smoke": {...}, "book": {...},
+    "full": {...}}`` in one place; an unknown name is an error that lists them.
+    """
+    if name not in profiles:
+        raise ValueError(f"unknown profile {name!r}; expected one of {sorted(profiles)}")
+    return dict(profiles[name], profile=name)
+
+
+def git_commit() -> str:
+    """The current commit (with ``-dirty`` if the tree has changes), or ``unknown``."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance(profile: str, seed: int, device, wall_time_s: float | None = None, **extra) -> dict:
+    """Where a number came from: commit, profile, seed, device, versions, time."""
+    import labkit
+
+    info = {
+        "commit": git_commit(),
+        "profile": profile,
+        "seed": seed,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name() if torch.device(device).type == "cuda" else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "numpy": np.__version__, "labkit": labkit.__version__},
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if wall_time_s is not None:
+        info["wall_time_s"] = round(float(wall_time_s), 2)
+    info.update(extra)
+    return info
+
+
+def write_metrics(path, metrics: dict, provenance_info: dict) -> Path:
+    """Write ``{"provenance": ..., "metrics": ...}`` atomically to ``path``."""
+    return write_json(path, {"provenance": provenance_info, "metrics": metrics})
+
+
+def reports_dir(profile: str, chapter: str) -> Path:
+    """``reports/<profile>/<chapter>/``, or the folder named by ``LABKIT_RUN_DIR``
+    (set by ``labkit reproduce`` so a run's metrics land beside its notebook)."""
+    override = os.environ.get("LABKIT_RUN_DIR")
+    path = Path(override) if override else REPO_ROOT / "reports" / profile / chapter
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --------------------------------------------------------------------------- DDP
+
+def distributed_context():
+    """(rank, world_size); initialises the process group under ``torchrun``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def shard(batch, rank: int, world: int):
+    """This rank's slice of a global batch (tensors split on dim 0)."""
+    if world == 1:
+        return batch
+    if isinstance(batch, torch.Tensor):
+        if batch.shape[0] % world:
+            raise ValueError(f"global batch of {batch.shape[0]} does not split over {world} processes")
+        size = batch.shape[0] // world
+        return batch[rank * size:(rank + 1) * size]
+    if isinstance(batch, dict):
+        return {k: shard(v, rank, world) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(shard(v, rank, world) for v in batch)
+    return batch
+
+
+# --------------------------------------------------------------------------- the loop
+
+@dataclass
+class FitResult:
+    steps_done: int
+    finished: bool
+    history: list[dict] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    resumed_from: int = 0
+
+
+def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Callable[[int], object],
+        loss_fn: Callable[[nn.Module, object], tuple[torch.Tensor, dict]], *, steps: int,
+        checkpoint: str | Path | None = None, checkpoint_every: int = 200,
+        max_minutes: float | None = None, scheduler=None, device=None, progress: bool = True,
+        description: str = "training", log_every: int = 10, stop_after: int | None = None) -> FitResult:
+    """Train ``model`` for ``steps`` optimizer steps, resumably.
+
+    batch_for_step(step) -> the *global* batch of that step (deterministic);
+    under ``torchrun`` each process takes its shard and DDP averages the
+    gradients, so N processes follow the same trajectory as one process on the
+    whole batch. loss_fn(model, batch) -> (loss, logs: dict of floats).
+    On CUDA the forward pass runs under bf16 autocast with channels_last.
+    ``stop_after`` ends the call after that many steps of *this* call (used by
+    the tests to simulate an interrupted run).
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    rank, world = distributed_context()
+    start_step, history = 0, []
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = load_checkpoint(checkpoint, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and "scheduler" in state:
+            scheduler.load_state_dict(state["scheduler"])
+        start_step, history = int(state["step"]), list(state.get("history", []))
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"].cpu())
+    use_cuda = device.type == "cuda"
+    if use_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    trained = model
+    if world > 1:
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if use_cuda else None)
+
+    def save(step):
+        if checkpoint is None or rank != 0:
+            return
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                 "history": history, "torch_rng": torch.get_rng_state()}
+        if scheduler is not None:
+            state["scheduler"] = scheduler.state_dict()
+        save_checkpoint(checkpoint, state)
+
+    began = time.monotonic()
+    model.train()
+    step = start_step
+    bar = tqdm(total=steps, initial=start_step, desc=description, disable=not progress or rank != 0,
+               dynamic_ncols=True, leave=False)
+    try:
+        while step < steps:
+            if max_minutes is not None and time.monotonic() - began > 60 * max_minutes:
+                break
+            if stop_after is not None and step - start_step >= stop_after:
+                break
+            batch = shard(batch_for_step(step), rank, world)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
+                loss, logs = loss_fn(trained, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            step += 1
+            bar.update(1)
+            if step % log_every == 0 or step == steps:
+                entry = {"step": step, "loss": float(loss.detach())}
+                entry.update({k: float(v) for k, v in logs.items()})
+                history.append(entry)
+                bar.set_postfix(loss=f"{entry['loss']:.4f}")
+            if step % checkpoint_every == 0:
+                save(step)
+    finally:
+        bar.close()
+    save(step)
+    model.eval()
+    return FitResult(steps_done=step, finished=step >= steps, history=history,
+                     wall_time_s=time.monotonic() - began, resumed_from=start_step)
