@@ -22,14 +22,13 @@ MIN_HEIGHT, MAX_HEIGHT = 32, 256
 
 def check_size(size) -> tuple[int, int]:
     """Validate a (H, W) canvas size: 1:2 aspect, 32 ≤ H ≤ 256."""
+    expected = f"(H, 2·H) with {MIN_HEIGHT} ≤ H ≤ {MAX_HEIGHT} (32×64 up to 256×512)"
     try:
         height, width = (int(v) for v in size)
     except (TypeError, ValueError):
-        raise ValueError(f"size must be a pair (H, W), got {size!r}") from None
+        raise ValueError(f"size must be a pair {expected}, got {size!r}") from None
     if width != 2 * height or not MIN_HEIGHT <= height <= MAX_HEIGHT:
-        raise ValueError(
-            f"size must be (H, 2·H) with {MIN_HEIGHT} ≤ H ≤ {MAX_HEIGHT} "
-            f"(32×64 up to 256×512), got {(height, width)}")
+        raise ValueError(f"size must be {expected}, got {(height, width)}")
     return height, width
 
 
