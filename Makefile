@@ -1,0 +1,85 @@
+# Semantic Image Synthesis, Rebuilt: developer entry points (GNU make).
+#
+#   make test   unit tests, then every notebook re-executed and compared (nbval)
+#   make book   execute every notebook and build the offline HTML book
+#   make lab    JupyterLab in the course environment
+#   make judge  the labkit judge (python -m labkit.judge train)
+#   make clean  remove build outputs and caches (keeps .venv and runs/)
+#
+# Every target that needs Python first creates/updates .venv from
+# requirements.lock; that step is skipped while the lock and pyproject.toml
+# are older than the stamp file .venv/.installed.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+VENV  := .venv
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Python 3.11 if it works here, else whatever python3 is (pip then refuses a
+# wrong version, since pyproject.toml requires 3.11).
+PYTHON_SYS := $(shell python3.11 -c 'pass' >/dev/null 2>&1 && echo python3.11 || echo python3)
+
+# The venv's tools first on PATH, so kernels and subprocesses use it too.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Headless, deterministic plotting; no debugger warning noise in cell outputs.
+# Thread counts are left to labkit.setup.
+export MPLBACKEND := Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
+PYTEST    := $(BIN)/python -m pytest -p no:cacheprovider
+
+.PHONY: help .venv test book vendor lab judge clean
+
+# help: list the targets.
+help:
+	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
+
+# .venv: create the virtualenv and install the exact pins, then labkit itself
+# (editable, without resolving dependencies again). Idempotent via $(STAMP).
+.venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON_SYS)"; $(PYTHON_SYS) -m venv $(VENV); }
+	$(BIN)/python -m pip install --upgrade pip || echo "warning: could not upgrade pip, continuing with $$($(BIN)/python -m pip --version)"
+	$(BIN)/python -m pip install -r requirements.lock
+	$(BIN)/python -m pip install --no-deps -e .
+	@touch $@
+
+# test: unit tests, then nbval re-executes each notebook in its default
+# profile and compares outputs (tests/nbval_sanitize.cfg blanks run-dependent text).
+test: $(STAMP)
+	$(PYTEST) tests
+ifeq ($(strip $(NOTEBOOKS)),)
+	@echo "no notebooks under notebooks/ yet: nbval skipped"
+else
+	$(PYTEST) --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+endif
+
+# vendor: make sure the JS the book loads locally (RequireJS, ipywidgets
+# embed-amd, MathJax) is present; fetches it with npm only if missing.
+vendor:
+	scripts/fetch_vendor_js.sh
+
+# book: execute every notebook (execute_notebooks: force in _config.yml) and
+# build _build/html; any Sphinx warning fails the build. Then check that no
+# page loads a script, stylesheet or font from another host.
+book: $(STAMP) vendor
+	$(BIN)/jupyter-book build . --all --warningiserror --keep-going
+	$(BIN)/python scripts/check_offline_html.py _build/html
+
+# lab: JupyterLab on the course environment (open the URL it prints).
+lab: $(STAMP)
+	$(BIN)/jupyter lab --allow-root --no-browser
+
+# judge: run the labkit judge on the training task.
+judge: $(STAMP)
+	$(BIN)/python -m labkit.judge train
+
+# clean: remove the built book and caches; .venv and runs/ are kept.
+clean:
+	rm -rf _build .pytest_cache *.egg-info
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) -type d -print0 | xargs -0 rm -rf
