@@ -17,7 +17,7 @@ PROFILES = {
     # frechet_scenes: images per set for Fréchet distances (it needs more samples than the
     # 256 feature dimensions to estimate a covariance).
     "smoke": {"size": (32, 64), "eval_sizes": [(32, 64)], "eval_scenes": 16, "frechet_scenes": 64},
-    "book": {"size": (64, 128), "eval_sizes": [(64, 128)], "eval_scenes": 128, "frechet_scenes": 300},
+    "book": {"size": (64, 128), "eval_sizes": [(64, 128)], "eval_scenes": 64, "frechet_scenes": 256},
     "full": {"size": (64, 128), "eval_sizes": [(64, 128), (128, 256)], "eval_scenes": 256,
              "frechet_scenes": 1000},
 }

@@ -25,9 +25,9 @@ from .train import PROFILE_NAMES, REPO_ROOT
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
 
-def chapters(notebooks: Path = NOTEBOOKS) -> list[str]:
+def chapters(notebooks: Path | None = None) -> list[str]:
     """Chapter names (notebook stems) in course order."""
-    return sorted(p.stem for p in notebooks.glob("[0-9][0-9]_*.ipynb"))
+    return sorted(p.stem for p in (notebooks or NOTEBOOKS).glob("[0-9][0-9]_*.ipynb"))
 
 
 def resolve_chapter(name: str, available: list[str]) -> str:

@@ -104,4 +104,17 @@ def class_table_html() -> str:
 
 
 __all__ = ["to_numpy_image", "show_grid", "class_legend", "plot_history", "plot_confusion", "draw_boxes",
-           "class_table_html", "PALETTE"]
+           "class_table_html", "save_figure", "PALETTE"]
+
+
+def save_figure(fig, name: str, profile: str, chapter: str):
+    """Save ``fig`` as PNG under the run's folder (``reports/<profile>/<chapter>/figures/``,
+    or the ``labkit reproduce`` run folder), atomically; returns the path."""
+    import io
+
+    from .checkpoints import atomic_write_bytes
+    from .train import reports_dir
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return atomic_write_bytes(reports_dir(profile, chapter) / "figures" / f"{name}.png", buffer.getvalue())
