@@ -178,7 +178,7 @@ def train_judge(steps: int = 3000, batch_size: int = 12, scenes: tuple[int, int]
         "widths": list(judge.widths), "scores": scores, "history": result.history,
         "train": {"steps": steps, "batch_size": batch_size, "scenes": list(scenes), "lr": lr, "seed": seed,
                   "commit": git_commit(), "wall_time_s": round(time.monotonic() - began, 1),
-                  "torch": torch.__version__},
+                  "torch": str(torch.__version__)},
     }
     save_checkpoint(out, state)
     _CACHE.clear()

@@ -96,7 +96,7 @@ def provenance(profile: str, seed: int, device, wall_time_s: float | None = None
         "device": str(device),
         "device_name": torch.cuda.get_device_name() if torch.device(device).type == "cuda" else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+        "versions": {"python": platform.python_version(), "torch": str(torch.__version__),
                      "numpy": np.__version__, "labkit": labkit.__version__},
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
