@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .data.validation import check_images as _check_images
+
 VGG19_FILENAME = "vgg19-dcbb9e9d.pth"  # torchvision's file name for ImageNet VGG-19
 CRN_LAYERS = ("conv1_2", "conv2_2", "conv3_2", "conv4_2", "conv5_2")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,18 +40,7 @@ class WeightsFileError(ValueError):
 
 def check_images(images, name: str = "images") -> torch.Tensor:
     """Raise ValueError unless ``images`` is a float (N, 3, H, W) tensor in [0, 1]."""
-    if not isinstance(images, torch.Tensor):
-        raise ValueError(f"{name} must be a tensor of shape (N, 3, H, W), got {type(images).__name__}")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (N, 3, H, W), got {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise ValueError(f"{name} must be float in [0, 1], got dtype {images.dtype}")
-    if images.numel():
-        lo, hi = torch.aminmax(images.detach())
-        if lo < -1e-3 or hi > 1 + 1e-3:
-            raise ValueError(f"{name} must lie in [0, 1], got values in [{lo.item():.3g}, {hi.item():.3g}]"
-                             " (map [-1, 1] outputs with (x + 1) / 2)")
-    return images
+    return _check_images(images, name, ndim=(4,))
 
 
 class FeatureExtractor(nn.Module):

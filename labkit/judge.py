@@ -134,6 +134,31 @@ def evaluate(judge: JudgeNet, sizes=EVAL_SIZES, count: int = EVAL_SCENES, split:
     return scores
 
 
+def degrade(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Random blur, noise and colour changes of a training batch.
+
+    Generated images are softer, noisier and differently coloured than the
+    crisp renders; a judge trained on renders alone scores a slightly blurred
+    real scene far below the scene itself, which would make the FCN-score
+    measure sharpness instead of layout. Half the batches stay clean.
+    """
+    from kornia.filters import gaussian_blur2d
+
+    if rng.random() < 0.5:
+        return images
+    if rng.random() < 0.6:
+        sigma = float(rng.uniform(0.3, 1.5))
+        size = 2 * int(np.ceil(3 * sigma)) + 1
+        images = gaussian_blur2d(images, (size, size), (sigma, sigma))
+    if rng.random() < 0.4:
+        noise = torch.from_numpy(rng.standard_normal(images.shape).astype(np.float32))
+        images = images + float(rng.uniform(0.01, 0.08)) * noise
+    if rng.random() < 0.6:
+        gains = torch.from_numpy(rng.uniform(0.8, 1.2, (1, 3, 1, 1)).astype(np.float32))
+        images = images * gains + float(rng.uniform(-0.08, 0.08))
+    return images.clamp(0, 1)
+
+
 def train_judge(steps: int = 3000, batch_size: int = 12, scenes: tuple[int, int] = (4000, 1500),
                 lr: float = 2e-3, seed: int = 0, out=JUDGE_PATH, max_minutes: float | None = None,
                 workdir=REPO_ROOT / "runs" / "judge") -> dict:
@@ -157,7 +182,7 @@ def train_judge(steps: int = 3000, batch_size: int = 12, scenes: tuple[int, int]
         x, y = images[index], labels[index]
         if rng.random() < 0.5:
             x, y = x.flip(-1), y.flip(-1)
-        return x.to(device), y.to(device)
+        return degrade(x, rng).to(device), y.to(device)
 
     def loss_fn(model, batch):
         x, y = batch

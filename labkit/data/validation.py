@@ -47,15 +47,16 @@ def check_images(images, name: str = "images", *, ndim: tuple[int, ...] = (3, 4)
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
-        raise ValueError(f"{name} must be a tensor, got {type(images).__name__}")
+        raise ValueError(f"{name} must be a tensor of shape (N, 3, H, W), got {type(images).__name__}")
     if not images.is_floating_point():
         raise ValueError(f"{name} must be float in [0, 1], got dtype {images.dtype}")
     if images.dim() not in ndim or images.shape[-3] != 3:
         shapes = " or ".join({3: "(3, H, W)", 4: "(N, 3, H, W)"}[d] for d in ndim)
         raise ValueError(f"{name} must have shape {shapes}, got {tuple(images.shape)}")
-    lo, hi = (float(images.min()), float(images.max())) if images.numel() else (0.0, 1.0)
+    lo, hi = (float(images.detach().min()), float(images.detach().max())) if images.numel() else (0.0, 1.0)
     if lo < -1e-3 or hi > 1 + 1e-3:
-        raise ValueError(f"{name} must have values in [0, 1], got range [{lo:.3g}, {hi:.3g}]")
+        raise ValueError(f"{name} must have values in [0, 1], got range [{lo:.3g}, {hi:.3g}]"
+                         " (map [-1, 1] outputs with (x + 1) / 2)")
     return images
 
 
