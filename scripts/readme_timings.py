@@ -1,0 +1,60 @@
+"""Write the README's timing table from the recorded runs.
+
+    python scripts/readme_timings.py --write     # rewrite the block in README.md
+    python scripts/readme_timings.py             # print it
+
+Sources: reports/benchmarks/timings.json (scripts/timed.py) and
+reports/benchmarks/data_speed.json (scripts/benchmark_data.py); the judge's
+training time comes from checkpoints/judge.pt. tests/test_readme.py checks
+that the README shows exactly what these files say.
+"""
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- timings:start -->", "<!-- timings:end -->"
+STEPS = [
+    ("make test (fresh clone)", "`make test` from a fresh clone: create `.venv`, install the pins, unit tests, nbval"),
+    ("make book", "`make book` after that: execute every notebook, build `_build/html`"),
+    ("notebook 00", "`notebooks/00_data_and_evaluation.ipynb`, book profile, top to bottom"),
+]
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def table() -> str:
+    timings = json.loads((ROOT / "reports/benchmarks/timings.json").read_text())
+    speed = json.loads((ROOT / "reports/benchmarks/data_speed.json").read_text())
+    lines = ["| step | time on a 2-core CPU | commit |", "|---|---|---|"]
+    for key, text in STEPS:
+        if key in timings:
+            lines.append(f"| {text} | {_minutes(timings[key]['seconds'])} | `{timings[key]['commit'][:7]}` |")
+    import torch
+
+    judge = torch.load(ROOT / "checkpoints/judge.pt", weights_only=True)["train"]
+    lines.append(f"| `make judge`: retrain the judge ({judge['steps']} steps) | "
+                 f"{_minutes(judge['wall_time_s'])} | `{judge['commit'][:7]}` |")
+    rates = speed["metrics"]["scenes_per_second"]
+    lines.append(f"| StreetScenes rendering, one core (`scripts/benchmark_data.py`) | "
+                 + ", ".join(f"{v:g} scenes/s at {k.replace('x', '×')}" for k, v in rates.items())
+                 + f" | `{speed['provenance']['commit'][:7]}` |")
+    return "\n".join(lines)
+
+
+def block() -> str:
+    return f"{START}\n{table()}\n{END}"
+
+
+def write() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(head + block() + tail)
+
+
+if __name__ == "__main__":
+    write() if "--write" in sys.argv else print(block())

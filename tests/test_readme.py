@@ -1,0 +1,25 @@
+"""The README's timings are the recorded ones, not typed in."""
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readme_timings():
+    spec = importlib.util.spec_from_file_location("readme_timings", ROOT / "scripts" / "readme_timings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_timing_table_matches_the_recorded_runs():
+    module = _readme_timings()
+    assert module.block() in (ROOT / "README.md").read_text(), \
+        "README timings differ from reports/benchmarks/: run python scripts/readme_timings.py --write"
+
+
+def test_readme_gives_exactly_two_setup_commands():
+    text = (ROOT / "README.md").read_text()
+    setup = text.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    commands = [line.strip() for line in setup.splitlines() if line.strip().startswith("make ")]
+    assert commands == ["make book", "make test"]
