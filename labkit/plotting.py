@@ -19,6 +19,14 @@ def to_numpy_image(image) -> np.ndarray:
     return colorize(image) if image.ndim == 2 else image
 
 
+def colorize_instances(instances) -> np.ndarray:
+    """(H, W) instance ids → (H, W, 3) float image: a distinct colour per id, dark grey background."""
+    instances = np.asarray(instances.cpu() if isinstance(instances, torch.Tensor) else instances)
+    colours = plt.get_cmap("tab10")(np.arange(10))[:, :3]
+    out = np.where((instances > 0)[..., None], colours[(instances - 1) % 10], 0.15)
+    return out.astype(np.float32)
+
+
 def show_grid(rows, titles=None, row_labels=None, scale: float = 2.2, figure_title: str | None = None):
     """Show a grid of images; ``rows`` is a list of lists of images or label maps."""
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
@@ -103,7 +111,7 @@ def class_table_html() -> str:
             f"<th>colour</th><th></th><th>instances</th></tr>{rows}</table>")
 
 
-__all__ = ["to_numpy_image", "show_grid", "class_legend", "plot_history", "plot_confusion", "draw_boxes",
+__all__ = ["to_numpy_image", "colorize_instances", "show_grid", "class_legend", "plot_history", "plot_confusion", "draw_boxes",
            "class_table_html", "save_figure", "PALETTE"]
 
 
