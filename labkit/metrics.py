@@ -100,7 +100,7 @@ def frechet_distance_from_embeddings(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double().numpy(), b.double().numpy()
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    root = linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(root).all():  # a singular product: nudge both covariances, as FID's reference code does
         offset = np.eye(cov_a.shape[0]) * 1e-6
         root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
