@@ -24,9 +24,9 @@ PYTHON_SYS := $(shell python3.11 -c 'pass' >/dev/null 2>&1 && echo python3.11 ||
 
 # The venv's tools first on PATH, so kernels and subprocesses use it too.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
-# Headless, deterministic plotting; no debugger warning noise in cell outputs.
-# Thread counts are left to labkit.setup.
-export MPLBACKEND := Agg
+# No debugger warning noise in cell outputs. Thread counts are left to
+# labkit.setup. MPLBACKEND is set for the unit tests only: notebook kernels
+# keep their inline backend, whose figure outputs nbval compares.
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
@@ -52,7 +52,7 @@ $(STAMP): requirements.lock pyproject.toml
 # test: unit tests, then nbval re-executes each notebook in its default
 # profile and compares outputs (tests/nbval_sanitize.cfg blanks run-dependent text).
 test: $(STAMP)
-	$(PYTEST) tests
+	MPLBACKEND=Agg $(PYTEST) tests
 ifeq ($(strip $(NOTEBOOKS)),)
 	@echo "no notebooks under notebooks/ yet: nbval skipped"
 else
