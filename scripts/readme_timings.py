@@ -31,6 +31,8 @@ def table() -> str:
     lines = ["| step | time on a 2-core CPU | commit |", "|---|---|---|"]
     for key, text in STEPS:
         if key in timings:
+            if timings[key]["exit_code"] != 0:
+                raise ValueError(f"the recorded run of {key!r} failed (exit {timings[key]['exit_code']}); rerun it")
             lines.append(f"| {text} | {_minutes(timings[key]['seconds'])} | `{timings[key]['commit'][:7]}` |")
     import torch
 
@@ -39,7 +41,8 @@ def table() -> str:
                  f"{_minutes(judge['wall_time_s'])} | `{judge['commit'][:7]}` |")
     rates = speed["metrics"]["scenes_per_second"]
     lines.append(f"| StreetScenes rendering, one core (`scripts/benchmark_data.py`) | "
-                 + ", ".join(f"{v:g} scenes/s at {k.replace('x', '×')}" for k, v in rates.items())
+                 + ", ".join(f"{rates[k]:g} scenes/s at {k.replace('x', '×')}"
+                             for k in sorted(rates, key=lambda k: int(k.split("x")[0])))
                  + f" | `{speed['provenance']['commit'][:7]}` |")
     return "\n".join(lines)
 
