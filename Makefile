@@ -44,7 +44,7 @@ help:
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON_SYS)"; $(PYTHON_SYS) -m venv $(VENV); }
-	$(BIN)/python -m pip install --upgrade pip || echo "warning: could not upgrade pip, continuing with $$($(BIN)/python -m pip --version)"
+	$(BIN)/python -m pip install "$$(grep '^pip==' requirements.lock)" || echo "warning: could not install the pinned pip, continuing with $$($(BIN)/python -m pip --version)"
 	$(BIN)/python -m pip install -r requirements.lock
 	$(BIN)/python -m pip install --no-deps -e .
 	@touch $@

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .data import PALETTE, StreetScenes
+from .data import PALETTE, render_batch
 from .metrics import fcn_score, frechet_distance, perceptual_distance, psnr, ssim
 
 PROFILES = {
@@ -21,13 +21,6 @@ PROFILES = {
     "full": {"size": (64, 128), "eval_sizes": [(64, 128), (128, 256)], "eval_scenes": 256,
              "frechet_scenes": 1000},
 }
-
-
-def scene_batch(size, count: int, split: str = "test", seed: int = 0, start: int = 0):
-    """(images (N, 3, H, W), labels (N, H, W)) of ``count`` consecutive scenes."""
-    ds = StreetScenes(size=size, seed=seed, split=split, length=start + count)
-    samples = [ds[i] for i in range(start, start + count)]
-    return torch.stack([s["image"] for s in samples]), torch.stack([s["label"] for s in samples])
 
 
 def flat_label_images(labels: torch.Tensor) -> torch.Tensor:
@@ -60,8 +53,8 @@ def metric_table(size, count: int, frechet_count: int, judge=None) -> dict[str, 
     perturbed scenes with a *different* set of ``frechet_count`` real scenes,
     so even "real" has a non-zero distance: the floor set by sampling.
     """
-    images, labels = scene_batch(size, frechet_count, split="test")
-    reference, _ = scene_batch(size, frechet_count, split="val")
+    images, labels = render_batch(size, frechet_count, split="test")
+    reference, _ = render_batch(size, frechet_count, split="val")
     table = {}
     for name, perturbed in perturbations(images, labels).items():
         fcn = fcn_score(perturbed[:count], labels[:count], judge=judge)

@@ -16,7 +16,6 @@ Two sources exist:
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch

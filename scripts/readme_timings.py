@@ -40,7 +40,7 @@ def table() -> str:
     lines.append(f"| `make judge`: retrain the judge ({judge['steps']} steps) | "
                  f"{_minutes(judge['wall_time_s'])} | `{judge['commit'][:7]}` |")
     rates = speed["metrics"]["scenes_per_second"]
-    lines.append(f"| StreetScenes rendering, one core (`scripts/benchmark_data.py`) | "
+    lines.append("| StreetScenes rendering, one core (`scripts/benchmark_data.py`) | "
                  + ", ".join(f"{rates[k]:g} scenes/s at {k.replace('x', '×')}"
                              for k in sorted(rates, key=lambda k: int(k.split("x")[0])))
                  + f" | `{speed['provenance']['commit'][:7]}` |")

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from labkit import bench, metrics
-from labkit.data import NUM_CLASSES
+from labkit.data import NUM_CLASSES, render_batch
 
 
 @pytest.fixture(scope="module")
 def real():
-    return bench.scene_batch((64, 128), 32, split="test")
+    return render_batch((64, 128), 32, split="test")
 
 
 def test_segmentation_scores_from_a_known_confusion():
@@ -51,8 +51,8 @@ def test_fcn_score_validates_its_inputs(real):
 
 
 def test_frechet_distance_is_zero_for_a_set_against_itself_and_grows_with_damage():
-    images, labels = bench.scene_batch((32, 64), 300, split="test")
-    other, _ = bench.scene_batch((32, 64), 300, split="val")
+    images, labels = render_batch((32, 64), 300, split="test")
+    other, _ = render_batch((32, 64), 300, split="val")
     assert metrics.frechet_distance(images, images) == pytest.approx(0.0, abs=1e-6)
     floor = metrics.frechet_distance(images, other)
     blurred = bench.perturbations(images, labels)["blur σ=3"]

@@ -1,5 +1,4 @@
 """Setup, profiles, atomic checkpoints, resume after a kill, time budgets, provenance."""
-import json
 import os
 import signal
 import subprocess

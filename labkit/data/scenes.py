@@ -112,6 +112,13 @@ class StreetScenes(Dataset):
         }
 
 
+def render_batch(size, count: int, split: str = "test", seed: int = 0, start: int = 0):
+    """Scenes ``start … start + count - 1`` as (images (N, 3, H, W) float32, labels (N, H, W) int64)."""
+    ds = StreetScenes(size=size, seed=seed, split=split, length=start + count)
+    samples = [ds[i] for i in range(start, start + count)]
+    return torch.stack([s["image"] for s in samples]), torch.stack([s["label"] for s in samples])
+
+
 def collate_scenes(samples: list[dict]) -> dict:
     """Batch StreetScenes samples: stacks tensors, keeps ``objects`` as a list."""
     return {
