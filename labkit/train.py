@@ -26,6 +26,7 @@ from torch import nn
 from .checkpoints import load_checkpoint, save_checkpoint, write_json
 
 PROFILE_NAMES = ("smoke", "book", "full")
+_SETUP_AT: float | None = None   # time.monotonic() of the last labkit.setup call
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -50,6 +51,8 @@ def setup(seed: int = 0, threads: int | None = 2, device: str = "auto", determin
     float reductions depend on it); asks torch for deterministic kernels;
     returns the chosen device.
     """
+    global _SETUP_AT
+    _SETUP_AT = time.monotonic()
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -86,7 +89,11 @@ def git_commit() -> str:
 
 
 def provenance(profile: str, seed: int, device, wall_time_s: float | None = None, **extra) -> dict:
-    """Where a number came from: commit, profile, seed, device, versions, time."""
+    """Where a number came from: commit, profile, seed, device, versions, time.
+
+    ``wall_time_s`` defaults to the time since the last :func:`setup` call,
+    i.e. the run so far when a notebook or script calls this at its end.
+    """
     import labkit
 
     info = {
@@ -100,6 +107,8 @@ def provenance(profile: str, seed: int, device, wall_time_s: float | None = None
                      "numpy": np.__version__, "labkit": labkit.__version__},
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if wall_time_s is None and _SETUP_AT is not None:
+        wall_time_s = time.monotonic() - _SETUP_AT
     if wall_time_s is not None:
         info["wall_time_s"] = round(float(wall_time_s), 2)
     info.update(extra)

@@ -60,6 +60,12 @@ def test_checkpoints_refuse_pickled_objects(tmp_path):
         load_checkpoint(path)
 
 
+def test_provenance_wall_time_defaults_to_time_since_setup():
+    setup(seed=0)
+    time.sleep(0.05)
+    assert provenance("smoke", 0, "cpu")["wall_time_s"] >= 0.05
+
+
 def test_metrics_file_has_provenance_and_metrics(tmp_path):
     info = provenance("smoke", 0, "cpu", wall_time_s=1.234)
     path = write_metrics(tmp_path / "m" / "metrics.json", {"miou": 0.5}, info)
