@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import load_checkpoint, save_checkpoint, write_json
+from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint, write_json
 
 PROFILE_NAMES = ("smoke", "book", "full")
 _SETUP_AT: float | None = None   # time.monotonic() of the last labkit.setup call
@@ -38,9 +38,14 @@ def choose_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {name!r}; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for but CUDA is not available here")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r} was asked for but MPS is not available here")
     return device
 
 
@@ -131,15 +136,19 @@ def reports_dir(profile: str, chapter: str) -> Path:
 
 # --------------------------------------------------------------------------- DDP
 
-def distributed_context():
-    """(rank, world_size); initialises the process group under ``torchrun``."""
+def distributed_context(device: torch.device | None = None):
+    """(rank, world_size); under ``torchrun`` initialises the process group:
+    NCCL for a model on CUDA (each process on its ``LOCAL_RANK`` GPU), gloo otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        on_cuda = device is not None and torch.device(device).type == "cuda"
+        if on_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if on_cuda else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -153,10 +162,22 @@ def shard(batch, rank: int, world: int):
         size = batch.shape[0] // world
         return batch[rank * size:(rank + 1) * size]
     if isinstance(batch, dict):
-        return {k: shard(v, rank, world) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(shard(v, rank, world) for v in batch)
-    return batch
+        sizes = {len(v) for v in batch.values() if isinstance(v, torch.Tensor)}
+        return {k: _shard_per_sample(v, rank, world, sizes) for k, v in batch.items()}
+    if isinstance(batch, tuple):
+        return tuple(shard(v, rank, world) for v in batch)
+    if batch is None or isinstance(batch, (bool, int, float, str)):
+        return batch
+    raise TypeError(f"cannot shard a batch of type {type(batch).__name__}; use tensors, tuples or dicts")
+
+
+def _shard_per_sample(value, rank: int, world: int, sizes: set[int]):
+    """Dict entries: tensors split on dim 0; a list with one entry per sample
+    (e.g. ``objects`` of :func:`labkit.data.collate_scenes`) split alike."""
+    if isinstance(value, list) and len(sizes) == 1 and len(value) in sizes:
+        size = len(value) // world
+        return value[rank * size:(rank + 1) * size]
+    return shard(value, rank, world)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -174,31 +195,49 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Call
         loss_fn: Callable[[nn.Module, object], tuple[torch.Tensor, dict]], *, steps: int,
         checkpoint: str | Path | None = None, checkpoint_every: int = 200,
         max_minutes: float | None = None, scheduler=None, device=None, progress: bool = True,
-        description: str = "training", log_every: int = 10, stop_after: int | None = None) -> FitResult:
+        description: str = "training", log_every: int = 10, stop_after: int | None = None,
+        config: dict | None = None) -> FitResult:
     """Train ``model`` for ``steps`` optimizer steps, resumably.
 
-    batch_for_step(step) -> the *global* batch of that step (deterministic);
-    under ``torchrun`` each process takes its shard and DDP averages the
-    gradients, so N processes follow the same trajectory as one process on the
-    whole batch. loss_fn(model, batch) -> (loss, logs: dict of floats).
+    batch_for_step(step) -> the *global* batch of that step (deterministic):
+    a tensor, a tuple, or a dict of tensors (lists with one entry per sample
+    are split alike). Under ``torchrun`` each process takes its shard and DDP
+    averages the gradients, so N processes follow the trajectory of one
+    process on the whole batch, exactly for models without batch statistics;
+    BatchNorm normalises each shard on its own unless the model uses
+    ``nn.SyncBatchNorm``. loss_fn(model, batch) -> (loss, logs: dict of floats).
+
+    The checkpoint holds the model, optimizer, scheduler, step, history, the
+    torch/CUDA/NumPy/Python random states and the wall time so far; ``config``
+    (any plain dict describing the run) is stored too, and resuming from a
+    checkpoint of a different config is an error instead of a silent mix.
     On CUDA the forward pass runs under bf16 autocast with channels_last.
-    ``stop_after`` ends the call after that many steps of *this* call (used by
-    the tests to simulate an interrupted run).
+    ``stop_after`` ends the call after that many steps of *this* call (the
+    tests use it to simulate an interruption).
     """
     from tqdm.auto import tqdm
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    rank, world = distributed_context()
-    start_step, history = 0, []
+    rank, world = distributed_context(device)
+    start_step, history, time_before = 0, [], 0.0
     if checkpoint is not None and Path(checkpoint).is_file():
         state = load_checkpoint(checkpoint, map_location=device)
-        model.load_state_dict(state["model"])
+        missing = {"model", "optimizer", "step"} - set(state)
+        if missing:
+            raise CheckpointError(f"{checkpoint} is not a training checkpoint: missing {sorted(missing)}")
+        if config is not None and state.get("config") not in (None, config):
+            raise ValueError(f"{checkpoint} was written by a run with config {state['config']}, not {config}; "
+                             "delete it or choose another checkpoint path")
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise CheckpointError(f"{checkpoint} does not fit this model: {str(error).splitlines()[0]}") from error
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and "scheduler" in state:
             scheduler.load_state_dict(state["scheduler"])
         start_step, history = int(state["step"]), list(state.get("history", []))
-        if "torch_rng" in state:
-            torch.set_rng_state(state["torch_rng"].cpu())
+        time_before = float(state.get("wall_time_s", 0.0))
+        _restore_random_states(state)
     use_cuda = device.type == "cuda"
     if use_cuda:
         model = model.to(memory_format=torch.channels_last)
@@ -206,25 +245,35 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Call
     if world > 1:
         trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if use_cuda else None)
 
+    began = time.monotonic()
+
     def save(step):
         if checkpoint is None or rank != 0:
             return
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                 "history": history, "torch_rng": torch.get_rng_state()}
+                 "history": history, "wall_time_s": time_before + time.monotonic() - began,
+                 "config": config, **_random_states()}
         if scheduler is not None:
             state["scheduler"] = scheduler.state_dict()
         save_checkpoint(checkpoint, state)
 
-    began = time.monotonic()
+    def out_of_time() -> bool:
+        over = max_minutes is not None and time.monotonic() - began > 60 * max_minutes
+        if world > 1:   # every process must stop at the same step, or DDP's all-reduce hangs
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(over)], device=device if use_cuda else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            over = bool(flag.item())
+        return over
+
     model.train()
     step = start_step
     bar = tqdm(total=steps, initial=start_step, desc=description, disable=not progress or rank != 0,
                dynamic_ncols=True, leave=False)
     try:
         while step < steps:
-            if max_minutes is not None and time.monotonic() - began > 60 * max_minutes:
-                break
-            if stop_after is not None and step - start_step >= stop_after:
+            if out_of_time() or (stop_after is not None and step - start_step >= stop_after):
                 break
             batch = shard(batch_for_step(step), rank, world)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
@@ -248,4 +297,36 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Call
     save(step)
     model.eval()
     return FitResult(steps_done=step, finished=step >= steps, history=history,
-                     wall_time_s=time.monotonic() - began, resumed_from=start_step)
+                     wall_time_s=time_before + time.monotonic() - began, resumed_from=start_step)
+
+
+def _random_states() -> dict:
+    states = {"torch_rng": torch.get_rng_state(), "numpy_rng": _numpy_state_to_plain(np.random.get_state()),
+              "python_rng": _python_state_to_plain(random.getstate())}
+    if torch.cuda.is_available():
+        states["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_random_states(state: dict) -> None:
+    if "torch_rng" in state:
+        torch.set_rng_state(state["torch_rng"].cpu())
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    if "numpy_rng" in state:
+        kind, keys, pos, has_gauss, gauss = state["numpy_rng"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "python_rng" in state:
+        version, internal, gauss = state["python_rng"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+# weights_only loading accepts tensors and plain containers, not numpy arrays or tuples of them.
+def _numpy_state_to_plain(numpy_state):
+    kind, keys, pos, has_gauss, gauss = numpy_state
+    return [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]
+
+
+def _python_state_to_plain(python_state):
+    version, internal, gauss = python_state
+    return [version, list(internal), gauss]

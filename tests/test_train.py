@@ -75,16 +75,20 @@ def test_metrics_file_has_provenance_and_metrics(tmp_path):
     assert payload["provenance"]["versions"]["torch"] == torch.__version__
 
 
-# A tiny regression problem whose batches depend only on the step number.
+# A tiny regression problem whose batches depend only on the step number. It uses
+# every source of state a resume must restore: dropout (torch RNG), a NumPy draw
+# in the loss (global NumPy RNG), BatchNorm buffers and a one-cycle schedule.
 TRAINER = textwrap.dedent('''
-    import sys, time, torch
+    import random, sys, time
+    import numpy as np, torch
     from torch import nn
     from labkit.train import fit
 
-    def make():
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
-        return model, torch.optim.Adam(model.parameters(), lr=1e-2)
+    def make(steps):
+        torch.manual_seed(0); np.random.seed(0); random.seed(0)
+        model = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.Tanh(), nn.Dropout(0.2), nn.Linear(16, 1))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        return model, opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=steps)
 
     def batch_for_step(step):
         g = torch.Generator().manual_seed(step)
@@ -94,12 +98,13 @@ TRAINER = textwrap.dedent('''
     def loss_fn(model, batch, delay=0.0):
         time.sleep(delay)
         x, y = batch
-        return ((model(x) - y) ** 2).mean(), {}
+        jitter = float(np.random.uniform(0.9, 1.1))
+        return ((model(x) * jitter - y) ** 2).mean(), {}
 
     if __name__ == "__main__":
         checkpoint, steps, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-        model, opt = make()
-        fit(model, opt, batch_for_step, lambda m, b: loss_fn(m, b, delay), steps=steps,
+        model, opt, scheduler = make(steps)
+        fit(model, opt, batch_for_step, lambda m, b: loss_fn(m, b, delay), steps=steps, scheduler=scheduler,
             checkpoint=checkpoint, checkpoint_every=5, progress=False)
 ''')
 
@@ -115,8 +120,8 @@ def trainer(tmp_path, monkeypatch):
 
 def test_training_resumes_after_being_killed_midway(tmp_path, trainer):
     steps = 40
-    reference, opt = trainer.make()
-    fit(reference, opt, trainer.batch_for_step, trainer.loss_fn, steps=steps, progress=False)
+    reference, opt, scheduler = trainer.make(steps)
+    fit(reference, opt, trainer.batch_for_step, trainer.loss_fn, steps=steps, scheduler=scheduler, progress=False)
 
     checkpoint = tmp_path / "run" / "ckpt.pt"
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
@@ -132,26 +137,51 @@ def test_training_resumes_after_being_killed_midway(tmp_path, trainer):
     killed_at = load_checkpoint(checkpoint)["step"]
     assert 0 < killed_at < steps, "the run should have been killed midway"
 
-    model, opt = trainer.make()
-    result = fit(model, opt, trainer.batch_for_step, trainer.loss_fn, steps=steps, checkpoint=checkpoint,
-                 progress=False)
+    model, opt, scheduler = trainer.make(steps)
+    result = fit(model, opt, trainer.batch_for_step, trainer.loss_fn, steps=steps, scheduler=scheduler,
+                 checkpoint=checkpoint, progress=False)
     assert result.resumed_from == killed_at and result.finished
-    for p, q in zip(model.parameters(), reference.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(model.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_time_budget_stops_cleanly_and_a_later_call_finishes(tmp_path, trainer):
     checkpoint = tmp_path / "ckpt.pt"
-    model, opt = trainer.make()
+    model, opt, _ = trainer.make(10)
     slow = lambda m, b: trainer.loss_fn(m, b, delay=0.02)  # noqa: E731
     first = fit(model, opt, trainer.batch_for_step, slow, steps=10_000, checkpoint=checkpoint,
                 max_minutes=0.01, progress=False)
     assert not first.finished and 0 < first.steps_done < 10_000
     assert load_checkpoint(checkpoint)["step"] == first.steps_done
-    model, opt = trainer.make()
+    model, opt, _ = trainer.make(10)
     second = fit(model, opt, trainer.batch_for_step, trainer.loss_fn, steps=first.steps_done + 3,
                  checkpoint=checkpoint, progress=False)
     assert second.resumed_from == first.steps_done and second.finished
+    assert second.wall_time_s >= first.wall_time_s   # wall time adds up across segments
+
+
+def test_resuming_a_checkpoint_of_another_config_is_an_error(tmp_path, trainer):
+    checkpoint = tmp_path / "ckpt.pt"
+    model, opt, _ = trainer.make(10)
+    fit(model, opt, trainer.batch_for_step, trainer.loss_fn, steps=3, checkpoint=checkpoint, progress=False,
+        config={"lr": 0.01})
+    model, opt, _ = trainer.make(10)
+    with pytest.raises(ValueError, match="config"):
+        fit(model, opt, trainer.batch_for_step, trainer.loss_fn, steps=6, checkpoint=checkpoint,
+            progress=False, config={"lr": 0.02})
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        fit(nn.Linear(4, 1), torch.optim.SGD(nn.Linear(4, 1).parameters(), lr=0.1), trainer.batch_for_step,
+            trainer.loss_fn, steps=6, checkpoint=checkpoint, progress=False)
+
+
+def test_shard_splits_tensors_and_per_sample_lists():
+    from labkit.train import shard
+
+    batch = {"image": torch.arange(4), "objects": [["a"], ["b"], ["c"], ["d"]]}
+    half = shard(batch, 1, 2)
+    assert torch.equal(half["image"], torch.tensor([2, 3])) and half["objects"] == [["c"], ["d"]]
+    with pytest.raises(ValueError, match="does not split"):
+        shard(torch.arange(3), 0, 2)
 
 
 DDP_SCRIPT = textwrap.dedent('''
