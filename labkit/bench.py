@@ -15,9 +15,9 @@ from .metrics import fcn_score, frechet_distance, perceptual_distance, psnr, ssi
 PROFILES = {
     # size: resolution of the metric demos; eval_scenes: held-out scenes the judge is scored on;
     # frechet_scenes: images per set for Fréchet distances (it needs more samples than the
-    # 256 feature dimensions to estimate a covariance).
+    # 256 feature dimensions to estimate a full-rank covariance; smoke has fewer and warns).
     "smoke": {"size": (32, 64), "eval_sizes": [(32, 64)], "eval_scenes": 16, "frechet_scenes": 64},
-    "book": {"size": (64, 128), "eval_sizes": [(64, 128)], "eval_scenes": 64, "frechet_scenes": 256},
+    "book": {"size": (64, 128), "eval_sizes": [(64, 128)], "eval_scenes": 64, "frechet_scenes": 400},
     "full": {"size": (64, 128), "eval_sizes": [(64, 128), (128, 256)], "eval_scenes": 256,
              "frechet_scenes": 1000},
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -67,8 +68,9 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 
 
 def write_json(path, payload: dict) -> Path:
-    """Write ``payload`` as indented JSON, atomically."""
-    text = json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n"
+    """Write ``payload`` as indented, strict JSON, atomically. NaN and ±inf
+    (an undefined IoU, the PSNR of identical images) are written as ``null``."""
+    text = json.dumps(_finite(payload), indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n"
     return atomic_write_bytes(path, text.encode())
 
 
@@ -82,13 +84,23 @@ def read_json(path) -> dict:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
 
 
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _json_default(value):
     if isinstance(value, torch.Tensor):
-        return value.tolist()
+        return _finite(value.tolist())
     if hasattr(value, "item"):
-        return value.item()
+        return _finite(value.item())
     if hasattr(value, "tolist"):
-        return value.tolist()
+        return _finite(value.tolist())
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")

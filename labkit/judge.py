@@ -95,12 +95,13 @@ class JudgeNet(nn.Module):
         was_training = self.training
         self.eval()
         predictions = []
+        device = next(self.parameters()).device
         for i in range(0, len(images), batch_size):
-            batch = images[i:i + batch_size]
+            batch = images[i:i + batch_size].to(device)
             probabilities = self(batch).softmax(1) + self(batch.flip(-1)).softmax(1).flip(-1)
             predictions.append(probabilities.argmax(1))
         self.train(was_training)
-        return torch.cat(predictions)
+        return torch.cat(predictions).to(images.device)
 
 
 _CACHE: dict = {}
@@ -117,7 +118,11 @@ def load_judge(path=None, device="cpu") -> JudgeNet:
         if "model" not in state or "widths" not in state:
             raise CheckpointError(f"{path} is not a judge checkpoint (expected keys 'model' and 'widths')")
         judge = JudgeNet(widths=state["widths"])
-        judge.load_state_dict({k: v.float() for k, v in state["model"].items()})
+        try:
+            judge.load_state_dict({k: v.float() for k, v in state["model"].items()})
+        except RuntimeError as error:
+            raise CheckpointError(f"{path} does not fit JudgeNet{tuple(state['widths'])}: "
+                                  f"{str(error).splitlines()[0]}") from error
         judge.source = str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
         judge.scores = state.get("scores", {})
         _CACHE[key] = judge.to(device).eval()
@@ -171,6 +176,8 @@ def train_judge(steps: int = 3000, batch_size: int = 12, scenes: tuple[int, int]
     """
     device = setup(seed=seed, threads=None)
     began = time.monotonic()
+    config = {"steps": steps, "batch_size": batch_size, "scenes": list(scenes), "lr": lr, "seed": seed,
+              "widths": list(JUDGE_WIDTHS)}
     small = render_batch((64, 128), scenes[0], "train")
     large = render_batch((128, 256), scenes[1], "train", start=scenes[0])
     judge = JudgeNet().to(device)
@@ -191,20 +198,26 @@ def train_judge(steps: int = 3000, batch_size: int = 12, scenes: tuple[int, int]
         logits = model(x)
         return F.cross_entropy(logits, y), {}
 
-    workdir = Path(workdir)
+    checkpoint = Path(workdir) / "judge_training.pt"
+    if checkpoint.is_file() and load_checkpoint(checkpoint).get("step", 0) >= steps:
+        checkpoint.unlink()   # a finished run: retrain from scratch; an interrupted one resumes
+    fit_began = time.monotonic()
     result = fit(judge, optimizer, batch_for_step, loss_fn, steps=steps, scheduler=scheduler,
-                 checkpoint=workdir / "judge_training.pt", checkpoint_every=250, max_minutes=max_minutes,
-                 description="judge")
+                 checkpoint=checkpoint, checkpoint_every=250, max_minutes=max_minutes,
+                 description="judge", config=config)
+    # Training time of earlier, interrupted calls adds to this call's rendering, training and evaluation.
+    earlier_training_s = result.wall_time_s - (time.monotonic() - fit_began)
     if not result.finished:
         print(f"stopped at step {result.steps_done}/{steps}; run again to resume")
         return {}
     judge.eval()
     scores = evaluate(judge)
+    wall_time_s = time.monotonic() - began + earlier_training_s
     state = {
         "model": {k: v.half() if v.is_floating_point() else v for k, v in judge.state_dict().items()},
         "widths": list(judge.widths), "scores": scores, "history": result.history,
         "train": {"steps": steps, "batch_size": batch_size, "scenes": list(scenes), "lr": lr, "seed": seed,
-                  "commit": git_commit(), "wall_time_s": round(time.monotonic() - began, 1),
+                  "commit": git_commit(), "wall_time_s": round(wall_time_s, 1),
                   "torch": str(torch.__version__)},
     }
     save_checkpoint(out, state)

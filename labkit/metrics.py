@@ -42,18 +42,18 @@ def scores_from_confusion(confusion: torch.Tensor) -> dict:
     return {
         "miou": float(iou[present].mean()) if present.any() else float("nan"),
         "pixel_accuracy": float(true_positive.sum() / confusion.sum().clamp(min=1)),
-        "per_class_iou": {name: (float(iou[k]) if present[k] else float("nan"))
-                          for k, name in enumerate(CLASS_NAMES[:len(iou)])},
+        "per_class_iou": {(CLASS_NAMES[k] if k < len(CLASS_NAMES) else str(k)):
+                          (float(iou[k]) if present[k] else float("nan")) for k in range(len(iou))},
     }
 
 
-def segmentation_scores(prediction: torch.Tensor, target: torch.Tensor) -> dict:
+def segmentation_scores(prediction: torch.Tensor, target: torch.Tensor, num_classes: int = NUM_CLASSES) -> dict:
     """Scores of predicted label maps (N, H, W) against true ones, over the whole set."""
-    prediction = check_label_map(prediction, "prediction", ndim=(2, 3))
-    target = check_label_map(target, "target", allow_ignore=True, ndim=(2, 3))
+    prediction = check_label_map(prediction, "prediction", num_classes=num_classes, ndim=(2, 3))
+    target = check_label_map(target, "target", num_classes=num_classes, allow_ignore=True, ndim=(2, 3))
     if prediction.shape != target.shape:
         raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} must match")
-    return scores_from_confusion(confusion_matrix(prediction, target))
+    return scores_from_confusion(confusion_matrix(prediction, target, num_classes))
 
 
 def _judge(judge=None, device=None):
@@ -93,10 +93,18 @@ def judge_embeddings(images, judge=None, batch_size: int = 64) -> torch.Tensor:
 
 def frechet_distance_from_embeddings(a: torch.Tensor, b: torch.Tensor) -> float:
     """Fréchet distance between Gaussians fitted to two (N, D) embedding sets."""
+    import warnings
+
     from scipy import linalg
 
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"embeddings must be (N, D) with the same D, got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.shape[0] < 2 or b.shape[0] < 2:
         raise ValueError(f"Fréchet distance needs at least 2 samples per set, got {a.shape[0]} and {b.shape[0]}")
+    if min(a.shape[0], b.shape[0]) <= a.shape[1]:
+        warnings.warn(f"Fréchet distance from {a.shape[0]} and {b.shape[0]} samples of {a.shape[1]}-d embeddings: "
+                      "the covariances are singular; compare it only with numbers from the same set sizes",
+                      stacklevel=3)
     a, b = a.double().numpy(), b.double().numpy()
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
@@ -129,11 +137,12 @@ def perceptual_distance(images_a, images_b, judge=None) -> torch.Tensor:
     if images_a.shape != images_b.shape:
         raise ValueError(f"images_a {tuple(images_a.shape)} and images_b {tuple(images_b.shape)} must match")
     judge = _judge(judge)
+    device = next(judge.parameters()).device
     total = 0.0
-    features_a, features_b = judge.encoder_features(images_a), judge.encoder_features(images_b)
+    features_a, features_b = judge.encoder_features(images_a.to(device)), judge.encoder_features(images_b.to(device))
     for fa, fb in zip(features_a, features_b):
         total = total + (F.normalize(fa, dim=1) - F.normalize(fb, dim=1)).pow(2).sum(1).mean(dim=(1, 2))
-    return total / len(features_a)
+    return (total / len(features_a)).to(images_a.device)
 
 
 @torch.no_grad()
@@ -147,11 +156,18 @@ def diversity(samples, judge=None) -> float:
     return float(perceptual_distance(samples[first], samples[second], judge).mean())
 
 
+def _check_pair(images, references):
+    images, references = check_images(images, "images", ndim=(4,)), check_images(references, "references", ndim=(4,))
+    if images.shape != references.shape:
+        raise ValueError(f"images {tuple(images.shape)} and references {tuple(references.shape)} must match")
+    return images, references
+
+
 def psnr(images, references) -> float:
     """Peak signal-to-noise ratio in dB, data range 1."""
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
-    images, references = check_images(images, "images", ndim=(4,)), check_images(references, "references", ndim=(4,))
+    images, references = _check_pair(images, references)
     return float(peak_signal_noise_ratio(images.float(), references.float(), data_range=1.0))
 
 
@@ -159,5 +175,5 @@ def ssim(images, references) -> float:
     """Structural similarity (Gaussian window 11, σ = 1.5), data range 1."""
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    images, references = check_images(images, "images", ndim=(4,)), check_images(references, "references", ndim=(4,))
+    images, references = _check_pair(images, references)
     return float(structural_similarity_index_measure(images.float(), references.float(), data_range=1.0))

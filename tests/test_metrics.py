@@ -75,3 +75,20 @@ def test_psnr_and_ssim_order_mild_and_strong_blur(real):
     assert metrics.psnr(p["blur σ=1"], images) > metrics.psnr(p["blur σ=3"], images)
     assert metrics.ssim(p["blur σ=1"], images) > metrics.ssim(p["blur σ=3"], images)
     assert metrics.ssim(images, images) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_images_with_nan_or_mismatched_pairs_are_rejected(real):
+    images, labels = real
+    broken = images.clone()
+    broken[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.fcn_score(broken, labels)
+    with pytest.raises(ValueError, match="must match"):
+        metrics.psnr(images[:2], images[:3])
+    with pytest.raises(ValueError, match="same D"):
+        metrics.frechet_distance_from_embeddings(torch.zeros(5, 3), torch.zeros(5, 4))
+
+
+def test_fewer_samples_than_dimensions_warns():
+    with pytest.warns(UserWarning, match="singular"):
+        metrics.frechet_distance_from_embeddings(torch.randn(10, 20), torch.randn(10, 20))

@@ -1,4 +1,5 @@
 """Setup, profiles, atomic checkpoints, resume after a kill, time budgets, provenance."""
+import json
 import os
 import signal
 import subprocess
@@ -227,3 +228,16 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     for key in single:
         assert torch.equal(rank0[key], rank1[key]), f"{key} differs between the two processes"
         torch.testing.assert_close(rank0[key], single[key], rtol=1e-4, atol=1e-5)
+
+
+def test_metrics_json_is_strict_with_non_finite_values_as_null(tmp_path):
+    path = write_metrics(tmp_path / "metrics.json", {"psnr": float("inf"), "iou": float("nan"),
+                                                     "t": torch.tensor(float("nan"))}, {"profile": "smoke"})
+    text = path.read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text)["metrics"] == {"psnr": None, "iou": None, "t": None}
+
+
+def test_unknown_device_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown device 'cud'"):
+        setup(device="cud")

@@ -53,6 +53,8 @@ def check_images(images, name: str = "images", *, ndim: tuple[int, ...] = (3, 4)
     if images.dim() not in ndim or images.shape[-3] != 3:
         shapes = " or ".join({3: "(3, H, W)", 4: "(N, 3, H, W)"}[d] for d in ndim)
         raise ValueError(f"{name} must have shape {shapes}, got {tuple(images.shape)}")
+    if images.numel() and not bool(torch.isfinite(images.detach()).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
     lo, hi = (float(images.detach().min()), float(images.detach().max())) if images.numel() else (0.0, 1.0)
     if lo < -1e-3 or hi > 1 + 1e-3:
         raise ValueError(f"{name} must have values in [0, 1], got range [{lo:.3g}, {hi:.3g}]"
