@@ -46,7 +46,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON_SYS)"; $(PYTHON_SYS) -m venv $(VENV); }
 	$(BIN)/python -m pip install "$$(grep '^pip==' requirements.lock)" || echo "warning: could not install the pinned pip, continuing with $$($(BIN)/python -m pip --version)"
 	$(BIN)/python -m pip install -r requirements.lock
-	$(BIN)/python -m pip install --no-deps -e .
+	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
 	@touch $@
 
 # test: unit tests, then nbval re-executes each notebook in its default
