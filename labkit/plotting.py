@@ -48,14 +48,6 @@ def show_grid(rows, titles=None, row_labels=None, scale: float = 2.2, figure_tit
     return fig
 
 
-def class_legend(ax=None):
-    """A legend patch per class, in the class table's colours."""
-    from matplotlib.patches import Patch
-
-    handles = [Patch(color=np.array(c.color) / 255, label=c.name) for c in CLASSES]
-    (ax or plt.gca()).legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-
-
 def plot_history(history: list[dict], keys=("loss",), ax=None, title: str | None = None, log: bool = False):
     """Training curves from a :class:`labkit.train.FitResult` history."""
     ax = ax or plt.subplots(figsize=(6, 3))[1]
@@ -111,7 +103,7 @@ def class_table_html() -> str:
             f"<th>colour</th><th></th><th>instances</th></tr>{rows}</table>")
 
 
-__all__ = ["to_numpy_image", "colorize_instances", "show_grid", "class_legend", "plot_history", "plot_confusion", "draw_boxes",
+__all__ = ["to_numpy_image", "colorize_instances", "show_grid", "plot_history", "plot_confusion", "draw_boxes",
            "class_table_html", "save_figure", "PALETTE"]
 
 

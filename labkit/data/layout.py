@@ -21,10 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .classes import CLASS_INDEX
 from .textures import TEXTURE_NAMES, noise_grids
-
-CAR, PERSON = CLASS_INDEX["car"], CLASS_INDEX["person"]
 
 CAR_COLOURS = np.array([
     (0.92, 0.92, 0.90), (0.08, 0.08, 0.09), (0.62, 0.63, 0.65), (0.70, 0.08, 0.07),

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .classes import CLASSES
+from .classes import CLASS_INDEX
 from .layout import Scene, sample_scene
 from .render import render_scene
 
@@ -99,7 +99,7 @@ class StreetScenes(Dataset):
                 continue   # fully hidden or outside the frame
             objects.append({
                 "id": thing.instance_id,
-                "class_id": CLASSES[{"car": 8, "person": 7}[thing.kind]].index,
+                "class_id": CLASS_INDEX[thing.kind],
                 "box": (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1),
                 "depth": float(thing.z),
                 "order": len(objects),
