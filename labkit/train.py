@@ -196,7 +196,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Call
         checkpoint: str | Path | None = None, checkpoint_every: int = 200,
         max_minutes: float | None = None, scheduler=None, device=None, progress: bool = True,
         description: str = "training", log_every: int = 10, stop_after: int | None = None,
-        config: dict | None = None) -> FitResult:
+        config: dict | None = None, extra_optimizers: dict | None = None) -> FitResult:
     """Train ``model`` for ``steps`` optimizer steps, resumably.
 
     batch_for_step(step) -> the *global* batch of that step (deterministic):
@@ -213,7 +213,9 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Call
     checkpoint of a different config is an error instead of a silent mix.
     On CUDA the forward pass runs under bf16 autocast with channels_last.
     ``stop_after`` ends the call after that many steps of *this* call (the
-    tests use it to simulate an interruption).
+    tests use it to simulate an interruption). ``extra_optimizers`` (name →
+    optimizer) are optimizers that ``loss_fn`` steps itself, such as a GAN's
+    discriminator optimizer: ``fit`` only checkpoints and restores them.
     """
     from tqdm.auto import tqdm
 
@@ -233,6 +235,10 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Call
         except RuntimeError as error:
             raise CheckpointError(f"{checkpoint} does not fit this model: {str(error).splitlines()[0]}") from error
         optimizer.load_state_dict(state["optimizer"])
+        for name, extra in (extra_optimizers or {}).items():
+            if name not in state.get("extra_optimizers", {}):
+                raise CheckpointError(f"{checkpoint} has no state for optimizer {name!r}")
+            extra.load_state_dict(state["extra_optimizers"][name])
         if scheduler is not None and "scheduler" in state:
             scheduler.load_state_dict(state["scheduler"])
         start_step, history = int(state["step"]), list(state.get("history", []))
@@ -253,6 +259,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Call
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                  "history": history, "wall_time_s": time_before + time.monotonic() - began,
                  "config": config, **_random_states()}
+        if extra_optimizers:
+            state["extra_optimizers"] = {name: extra.state_dict() for name, extra in extra_optimizers.items()}
         if scheduler is not None:
             state["scheduler"] = scheduler.state_dict()
         save_checkpoint(checkpoint, state)

@@ -1,0 +1,209 @@
+"""The CRN chapter's recorded runs: CRN, its ablations and the pix2pix baseline.
+
+    python -m labkit.papers.crn_runs --profile book               # all five models
+    python -m labkit.papers.crn_runs --profile full --device cuda --max-minutes 60
+    python -m labkit.papers.crn_runs --profile book --models crn --export
+
+Each model trains resumably (``<run dir>/train/<model>.pt``; run the same
+command again to continue), is scored with :func:`labkit.synthesis.evaluate_synthesis`
+and recorded in ``<run dir>/metrics.json`` (``reports/<profile>/crn/`` by
+default) under ``metrics[<model>]``, with the provenance of its run under
+``runs[<model>]``. ``--export`` also writes the generator in float16 to
+``checkpoints/<model>_<profile>.pt`` for the notebook's "load, don't train" path.
+
+The models (names fixed by the chapter's ablation table):
+
+- ``crn``: the cascade, feature matching, K outputs with the diversity loss;
+- ``crn_pixel_l1``: the same, but the loss sees only the pixels;
+- ``crn_k1``: the same as ``crn`` with one output (no diversity loss);
+- ``crn_single_scale``: a single full-resolution network of about the same
+  parameter count, same loss; time-boxed (see ``single_scale_minutes``);
+- ``pix2pix``: :mod:`labkit.pix2pix`, U-Net + PatchGAN, L1 + adversarial.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
+from ..features import load_feature_extractor
+from ..networks import count_parameters
+from ..pix2pix import Pix2Pix
+from ..synthesis import evaluate_synthesis, real_scene_scores, scene_batch, training_scenes
+from ..train import REPO_ROOT, choose_device, fit, provenance, reports_dir, select_profile, setup
+from .crn import (CHAPTER, MODEL_NAMES, PROFILES, CascadedRefinementNetwork, CRNTrainer, FeatureMatchingLoss,
+                  SingleScaleNetwork)
+
+
+def check_model_name(name: str) -> str:
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
+    return name
+
+
+def build_generator(name: str, settings: dict) -> torch.nn.Module:
+    """The untrained generator of model ``name`` under a profile's ``settings``."""
+    check_model_name(name)
+    size, samples = settings["size"], settings["samples"]
+    if name == "pix2pix":
+        return Pix2Pix(size, generator_width=settings["pix2pix_width"],
+                       discriminator_width=settings["discriminator_width"]).generator
+    if name == "crn_single_scale":
+        cascade = CascadedRefinementNetwork(size, settings["widths"], samples)
+        layers = 2 * len(cascade.refinement_modules)   # as many conv layers as the cascade
+        width = SingleScaleNetwork.width_for_parameters(count_parameters(cascade), layers, samples)
+        return SingleScaleNetwork(size, width, layers, samples)
+    return CascadedRefinementNetwork(size, settings["widths"], 1 if name == "crn_k1" else samples)
+
+
+def sampler(name: str, generator: torch.nn.Module, samples: int):
+    """layout → (N, K, 3, H, W) in [0, 1] for evaluation (pix2pix: K dropout samples)."""
+    if name == "pix2pix":
+        return lambda layout: generator.sample(layout, samples).clamp(0, 1)
+    return generator.sample
+
+
+def train_model(name: str, settings: dict, device, run_dir: Path, max_minutes: float | None = None,
+                progress: bool = True, seed: int = 0):
+    """Train (or resume, or just load) model ``name``; returns (generator, FitResult)."""
+    check_model_name(name)
+    device = torch.device(device)
+    checkpoint = Path(run_dir) / "train" / f"{name}.pt"
+    scenes = training_scenes(settings["size"], settings["train_scenes"], seed=seed)
+    steps, batch_size = settings["steps"], settings["batch_size"]
+    config = {"model": name, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}}
+    config["seed"] = seed
+
+    def batch_for_step(step):
+        return {k: v.to(device) for k, v in scene_batch(scenes, step, batch_size, seed=seed).items()}
+
+    torch.manual_seed(seed)
+    if name == "pix2pix":
+        model = Pix2Pix(settings["size"], generator_width=settings["pix2pix_width"],
+                        discriminator_width=settings["discriminator_width"]).to(device)
+        optimizer, d_optimizer = model.optimizers()
+        result = fit(model, optimizer, batch_for_step,
+                     lambda m, b: m.loss(b["layout"], b["image"], d_optimizer), steps=steps,
+                     checkpoint=checkpoint, max_minutes=max_minutes, progress=progress, description=name,
+                     config=config, extra_optimizers={"discriminator": d_optimizer})
+        return model.generator, result
+    generator = build_generator(name, settings).to(device)
+    extractor = None
+    if name != "crn_pixel_l1":
+        extractor = load_feature_extractor(settings.get("features", "auto"), device=device, verbose=progress)
+    trainer = CRNTrainer(generator, FeatureMatchingLoss(extractor, calibration_steps=steps // 2)).to(device)
+    optimizer = torch.optim.Adam(generator.parameters(), lr=settings["learning_rate"])
+    if name == "crn_single_scale":
+        budget = 60 * settings["single_scale_minutes"]
+        spent = _spent_seconds(checkpoint)
+        left = max(0.0, budget - spent) / 60
+        max_minutes = left if max_minutes is None else min(max_minutes, left)
+    result = fit(trainer, optimizer, batch_for_step, lambda m, b: m(b), steps=steps, checkpoint=checkpoint,
+                 max_minutes=max_minutes, progress=progress, description=name, config=config)
+    return generator, result
+
+
+def _spent_seconds(checkpoint: Path) -> float:
+    if not checkpoint.is_file():
+        return 0.0
+    return float(load_checkpoint(checkpoint).get("wall_time_s", 0.0))
+
+
+def export_generator(name: str, generator: torch.nn.Module, settings: dict, path, record: dict | None = None) -> Path:
+    """Write the generator alone, in float16, with its settings: the committed checkpoint."""
+    state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu()
+             for k, v in generator.state_dict().items()}
+    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
+    return save_checkpoint(path, {"model_name": name, "generator": state, "settings": settings,
+                                  "record": record or {}})
+
+
+def load_generator(path, device="cpu") -> tuple[str, torch.nn.Module, dict]:
+    """(model name, generator in eval mode, settings) from an exported checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no exported CRN-chapter generator at {path}; train one with "
+                                "`python -m labkit.papers.crn_runs --profile book --export`")
+    state = load_checkpoint(path)
+    if not {"model_name", "generator", "settings"} <= set(state):
+        raise CheckpointError(f"{path} is not an exported generator (expected keys model_name, generator, settings)")
+    settings = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state["settings"].items()}
+    generator = build_generator(state["model_name"], settings)
+    try:
+        generator.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["generator"].items()})
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} does not fit model {state['model_name']!r}: {str(error).splitlines()[0]}") from error
+    return state["model_name"], generator.to(device).eval(), settings
+
+
+def exported_path(name: str, profile: str) -> Path:
+    return REPO_ROOT / "checkpoints" / f"{name}_{profile}.pt"
+
+
+def run(profile: str = "book", models=MODEL_NAMES, device="auto", max_minutes: float | None = None,
+        run_dir=None, export: bool = False, progress: bool = True, seed: int = 0) -> dict:
+    """Train and score ``models``; merge their records into ``<run dir>/metrics.json``.
+
+    ``max_minutes`` is the budget of *each* model's training in this call.
+    Returns the whole metrics file as a dict.
+    """
+    settings = select_profile(PROFILES, profile)
+    device = choose_device(device) if isinstance(device, str) else torch.device(device)
+    run_dir = Path(run_dir) if run_dir is not None else reports_dir(profile, CHAPTER)
+    for name in models:
+        check_model_name(name)
+        started = time.monotonic()
+        generator, result = train_model(name, settings, device, run_dir, max_minutes=max_minutes,
+                                        progress=progress, seed=seed)
+        scores = evaluate_synthesis(sampler(name, generator, settings["samples"]), settings["size"],
+                                    settings["eval_scenes"], settings["diversity_layouts"], device=device, seed=seed)
+        scores.update(parameters=count_parameters(generator), train_seconds=round(result.wall_time_s, 1),
+                      steps=result.steps_done, finished=result.finished)
+        run_info = provenance(profile, seed, device, wall_time_s=time.monotonic() - started,
+                              last_log=result.history[-1] if result.history else {})
+        write_json(run_dir / "models" / f"{name}.json", {"metrics": scores, "provenance": run_info})
+        if export:
+            export_generator(name, generator, settings, exported_path(name, profile),
+                             record={"metrics": scores, "provenance": run_info})
+        if progress:
+            print(f"{name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                          for k, v in scores.items()))
+    return merge_records(profile, run_dir, device, seed)
+
+
+def merge_records(profile: str, run_dir, device, seed: int = 0) -> dict:
+    """Rebuild ``<run dir>/metrics.json`` from the per-model records in ``models/``
+    (so models trained by separate processes end up in one file), with the
+    real scenes' scores under ``reference``."""
+    settings = select_profile(PROFILES, profile)
+    run_dir = Path(run_dir)
+    records = {p.stem: read_json(p) for p in sorted((run_dir / "models").glob("*.json"))}
+    record = {"metrics": {name: r["metrics"] for name, r in records.items()},
+              "runs": {name: r["provenance"] for name, r in records.items()},
+              "reference": {"real_scenes": real_scene_scores(settings["size"], settings["eval_scenes"], seed=seed)},
+              "provenance": provenance(profile, seed, device, models=sorted(records))}
+    write_json(run_dir / "metrics.json", record)
+    return record
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m labkit.papers.crn_runs", description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="book", choices=sorted(PROFILES))
+    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-minutes", type=float, default=None, help="training budget per model in this call")
+    parser.add_argument("--run-dir", default=None, help="default: reports/<profile>/crn/")
+    parser.add_argument("--export", action="store_true", help="write checkpoints/<model>_<profile>.pt")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    device = setup(seed=args.seed, threads=args.threads, device=args.device)
+    run(args.profile, args.models, device, args.max_minutes, args.run_dir, args.export, seed=args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
