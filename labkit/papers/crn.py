@@ -65,9 +65,9 @@ PROFILES = {
     "smoke": {"size": (32, 64), "widths": (32, 32, 24, 16), "samples": 3, "batch_size": 2, "steps": 12,
               "train_scenes": 32, "eval_scenes": 16, "diversity_layouts": 4, "pix2pix_width": 8,
               "discriminator_width": 8, "single_scale_minutes": 1.0, "learning_rate": 2e-4},
-    "book": {"size": (64, 128), "widths": (256, 256, 128, 64, 32), "samples": 9, "batch_size": 2, "steps": 3000,
+    "book": {"size": (64, 128), "widths": (256, 256, 128, 64, 32), "samples": 9, "batch_size": 2, "steps": 2000,
              "train_scenes": 2975, "eval_scenes": 400, "diversity_layouts": 16, "pix2pix_width": 16,
-             "discriminator_width": 32, "single_scale_minutes": 12.0, "learning_rate": 2e-4},
+             "discriminator_width": 32, "single_scale_minutes": 15.0, "learning_rate": 2e-4},
     "full": {"size": (128, 256), "widths": (1024, 1024, 1024, 1024, 512, 512), "samples": 9, "batch_size": 1,
              "steps": 120_000, "train_scenes": 2975, "eval_scenes": 1000, "diversity_layouts": 32,
              "pix2pix_width": 64, "discriminator_width": 64, "single_scale_minutes": 120.0,
@@ -77,7 +77,7 @@ PROFILES = {
 DEVIATIONS = [
     "Data: procedural StreetScenes with 9 classes instead of Cityscapes' 19 (+ void); 64×128 (book) "
     "and 128×256 (full) instead of 256×512 … 1024×2048.",
-    "Scale: the book profile trains 3,000 steps of batch 2 on a laptop CPU (~2 epochs of 2,975 scenes) "
+    "Scale: the book profile trains 2,000 steps of batch 2 on one CPU thread (~1.3 epochs of 2,975 scenes) "
     "instead of 200 epochs at batch 1; widths 256-256-128-64-32 instead of 1024 … 512.",
     "Features: the judge's encoder (enc1 … enc4, 4 layers) instead of ImageNet VGG-19 (5 layers), "
     "because no ImageNet weights can be downloaded here. With user-supplied VGG-19 weights the paper's "
