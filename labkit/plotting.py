@@ -19,6 +19,27 @@ def to_numpy_image(image) -> np.ndarray:
     return colorize(image) if image.ndim == 2 else image
 
 
+def features_to_rgb(features: torch.Tensor) -> np.ndarray:
+    """(D, h, w) feature map → (h, w, 3) image: its first three principal components.
+
+    A look inside a network: positions with similar feature vectors get
+    similar colours. Each component is stretched to [0, 1] (its sign is
+    arbitrary, so compare structure, not hue, across maps).
+    """
+    if not isinstance(features, torch.Tensor) or features.dim() != 3:
+        raise ValueError(f"features must be a (D, h, w) tensor, got {getattr(features, 'shape', type(features))}")
+    d, h, w = features.shape
+    flat = features.detach().float().cpu().reshape(d, h * w).T      # (h·w, D)
+    flat = flat - flat.mean(0, keepdim=True)
+    if d < 3 or h * w < 3:
+        raise ValueError(f"need at least 3 channels and 3 positions, got {tuple(features.shape)}")
+    _, _, vectors = torch.linalg.svd(flat, full_matrices=False)
+    components = flat @ vectors[:3].T                                  # (h·w, 3)
+    low, high = components.min(0).values, components.max(0).values
+    components = (components - low) / (high - low).clamp_min(1e-8)
+    return components.reshape(h, w, 3).numpy()
+
+
 def colorize_instances(instances) -> np.ndarray:
     """(H, W) instance ids → (H, W, 3) float image: a distinct colour per id, dark grey background."""
     instances = np.asarray(instances.cpu() if isinstance(instances, torch.Tensor) else instances)
@@ -103,7 +124,7 @@ def class_table_html() -> str:
             f"<th>colour</th><th></th><th>instances</th></tr>{rows}</table>")
 
 
-__all__ = ["to_numpy_image", "colorize_instances", "show_grid", "plot_history", "plot_confusion", "draw_boxes",
+__all__ = ["to_numpy_image", "features_to_rgb", "colorize_instances", "show_grid", "plot_history", "plot_confusion", "draw_boxes",
            "class_table_html", "save_figure", "PALETTE"]
 
 

@@ -18,7 +18,9 @@ STEPS = [
     ("make test (fresh clone)", "`make test` from a fresh clone: create `.venv`, install the pins, unit tests, nbval"),
     ("make book", "`make book` after that: execute every notebook, build `_build/html`"),
     ("notebook 00", "`notebooks/00_data_and_evaluation.ipynb`, book profile, top to bottom"),
+    ("notebook 01", "`notebooks/01_crn.ipynb`, book profile, top to bottom"),
 ]
+CRN_RECORD = "reports/book/crn/metrics.json"
 
 
 def _minutes(seconds: float) -> str:
@@ -39,6 +41,13 @@ def table() -> str:
     judge = torch.load(ROOT / "checkpoints/judge.pt", weights_only=True)["train"]
     lines.append(f"| `make judge`: retrain the judge ({judge['steps']} steps) | "
                  f"{_minutes(judge['wall_time_s'])} | `{judge['commit'][:7]}` |")
+    crn_path = ROOT / CRN_RECORD
+    if crn_path.is_file():
+        crn = json.loads(crn_path.read_text())
+        for name, scores in crn["metrics"].items():
+            run = crn["runs"][name]
+            lines.append(f"| CRN chapter, book profile: train `{name}` ({scores['steps']} steps, "
+                         f"{run['threads']} thread) | {_minutes(scores['train_seconds'])} | `{run['commit'][:7]}` |")
     rates = speed["metrics"]["scenes_per_second"]
     lines.append("| StreetScenes rendering, one core (`scripts/benchmark_data.py`) | "
                  + ", ".join(f"{rates[k]:g} scenes/s at {k.replace('x', '×')}"

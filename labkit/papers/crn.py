@@ -120,7 +120,7 @@ class RefinementModule(nn.Module):
 def cascade_sizes(output_size) -> list[tuple[int, int]]:
     """The module resolutions 4×8, 8×16, … up to ``output_size`` (H = 4·2^n, W = 2H)."""
     height, width = (int(s) for s in output_size)
-    n = math.log2(height / BASE_SIZE[0])
+    n = math.log2(height / BASE_SIZE[0]) if height > 0 else -1.0
     if width != 2 * height or n < 0 or n != int(n):
         raise ValueError(f"output_size must be (4·2^n, 8·2^n), e.g. (64, 128); got {output_size}")
     return [(BASE_SIZE[0] * 2 ** i, BASE_SIZE[1] * 2 ** i) for i in range(int(n) + 1)]

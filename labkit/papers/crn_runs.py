@@ -23,6 +23,7 @@ The models (names fixed by the chapter's ablation table):
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -82,6 +83,9 @@ def train_model(name: str, settings: dict, device, run_dir: Path, max_minutes: f
 
     torch.manual_seed(seed)
     if name == "pix2pix":
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("pix2pix trains in a single process: its loss steps the discriminator itself, "
+                             "which DDP's gradient averaging does not cover; run it without torchrun")
         model = Pix2Pix(settings["size"], generator_width=settings["pix2pix_width"],
                         discriminator_width=settings["discriminator_width"]).to(device)
         optimizer, d_optimizer = model.optimizers()
@@ -114,6 +118,7 @@ def _spent_seconds(checkpoint: Path) -> float:
 
 def export_generator(name: str, generator: torch.nn.Module, settings: dict, path, record: dict | None = None) -> Path:
     """Write the generator alone, in float16, with its settings: the committed checkpoint."""
+    check_model_name(name)
     state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu()
              for k, v in generator.state_dict().items()}
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
@@ -151,10 +156,10 @@ def run(profile: str = "book", models=MODEL_NAMES, device="auto", max_minutes: f
     Returns the whole metrics file as a dict.
     """
     settings = select_profile(PROFILES, profile)
+    models = [check_model_name(name) for name in models]   # all names checked before any training
     device = choose_device(device) if isinstance(device, str) else torch.device(device)
     run_dir = Path(run_dir) if run_dir is not None else reports_dir(profile, CHAPTER)
     for name in models:
-        check_model_name(name)
         started = time.monotonic()
         generator, result = train_model(name, settings, device, run_dir, max_minutes=max_minutes,
                                         progress=progress, seed=seed)
@@ -163,15 +168,54 @@ def run(profile: str = "book", models=MODEL_NAMES, device="auto", max_minutes: f
         scores.update(parameters=count_parameters(generator), train_seconds=round(result.wall_time_s, 1),
                       steps=result.steps_done, finished=result.finished)
         run_info = provenance(profile, seed, device, wall_time_s=time.monotonic() - started,
-                              last_log=result.history[-1] if result.history else {})
-        write_json(run_dir / "models" / f"{name}.json", {"metrics": scores, "provenance": run_info})
+                              command=f"python -m labkit.papers.crn_runs --profile {profile} --models {name}")
+        model_record = {"metrics": scores, "provenance": run_info, "history": result.history}
+        write_json(run_dir / "models" / f"{name}.json", model_record)
+        save_sample_grid(name, generator, settings, run_dir / "samples" / f"{name}.png", device, seed)
         if export:
-            export_generator(name, generator, settings, exported_path(name, profile),
-                             record={"metrics": scores, "provenance": run_info})
+            export_generator(name, generator, settings, exported_path(name, profile), record=model_record)
         if progress:
             print(f"{name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                           for k, v in scores.items()))
     return merge_records(profile, run_dir, device, seed)
+
+
+SAMPLE_SCENES = 3   # test layouts in each model's sample grid
+
+
+def save_sample_grid(name: str, generator, settings: dict, path, device, seed: int = 0) -> Path:
+    """A PNG of up to 4 outputs for each of the first test layouts, saved with the run,
+    so the chapter can show every ablation's images without its weights."""
+    import io
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ..checkpoints import atomic_write_bytes
+    from ..data import colorize, render_batch
+    from ..plotting import to_numpy_image
+    from ..synthesis import generate
+
+    _, labels = render_batch(settings["size"], SAMPLE_SCENES, split="test", seed=seed)
+    outputs = generate(sampler(name, generator, settings["samples"]), labels, device=device)
+    shown = min(4, outputs.shape[1])
+    with matplotlib.rc_context({"figure.dpi": 100}):
+        fig, axes = plt.subplots(SAMPLE_SCENES, shown + 1, figsize=(2.2 * (shown + 1), 1.25 * SAMPLE_SCENES),
+                                 squeeze=False)
+        for row in range(SAMPLE_SCENES):
+            axes[row, 0].imshow(colorize(labels[row].numpy()))
+            for col in range(shown):
+                axes[row, col + 1].imshow(np.clip(to_numpy_image(outputs[row, col]), 0, 1))
+        for ax in axes.flat:
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[0, 0].set_title("layout", fontsize=9)
+        for col in range(shown):
+            axes[0, col + 1].set_title(f"{name} #{col}", fontsize=9)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", bbox_inches="tight")
+        plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def merge_records(profile: str, run_dir, device, seed: int = 0) -> dict:
@@ -183,6 +227,7 @@ def merge_records(profile: str, run_dir, device, seed: int = 0) -> dict:
     records = {p.stem: read_json(p) for p in sorted((run_dir / "models").glob("*.json"))}
     record = {"metrics": {name: r["metrics"] for name, r in records.items()},
               "runs": {name: r["provenance"] for name, r in records.items()},
+              "histories": {name: r.get("history", []) for name, r in records.items()},
               "reference": {"real_scenes": real_scene_scores(settings["size"], settings["eval_scenes"], seed=seed)},
               "provenance": provenance(profile, seed, device, models=sorted(records))}
     write_json(run_dir / "metrics.json", record)
@@ -207,3 +252,70 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+COMMITTED_RECORD = REPO_ROOT / "reports" / "book" / CHAPTER / "metrics.json"
+
+
+def read_record(profile: str, run_dir=None) -> dict:
+    """The recorded runs of ``profile``: the committed book record, or ``<run dir>/metrics.json``."""
+    path = COMMITTED_RECORD if profile == "book" and run_dir is None else Path(run_dir or reports_dir(profile, CHAPTER)) / "metrics.json"
+    record = read_json(path)
+    missing = [name for name in MODEL_NAMES if name not in record.get("metrics", {})]
+    if missing:
+        raise ValueError(f"{path} has no record of {missing}; run "
+                         f"`python -m labkit.papers.crn_runs --profile {profile} --models {' '.join(missing)}`")
+    return record
+
+
+def claims(record: dict) -> list[dict]:
+    """The chapter's claims, each checked against a record by an explicit comparison.
+
+    Returns rows {"claim", "evidence", "verdict"}; the verdict is "holds",
+    "does not hold" or "mixed" (the metrics disagree), never typed by hand.
+    Higher is better for FCN-mIoU and diversity, lower for the Fréchet distance.
+    """
+    m, real = record["metrics"], record["reference"]["real_scenes"]
+
+    def better(a, b, key):
+        return m[a][key] < m[b][key] if key == "frechet_distance" else m[a][key] > m[b][key]
+
+    def verdict(*tests):
+        return "holds" if all(tests) else "does not hold" if not any(tests) else "mixed"
+
+    def fmt(name, key):
+        return f"{m[name][key]:.3f}" if key != "frechet_distance" else f"{m[name][key]:.1f}"
+
+    rows = []
+    share = m["crn"]["fcn_miou"] / real["fcn_miou"]
+    rows.append({
+        "claim": "Feature matching without an adversarial loss yields recognisable layouts",
+        "evidence": (f"crn FCN-mIoU {fmt('crn', 'fcn_miou')} = {share:.0%} of the real scenes' "
+                     f"{real['fcn_miou']:.3f} (recognisable: at least 50%); pixel-L1 only: {fmt('crn_pixel_l1', 'fcn_miou')}; "
+                     f"Fréchet {fmt('crn', 'frechet_distance')} vs {fmt('crn_pixel_l1', 'frechet_distance')}"),
+        "verdict": verdict(better("crn", "crn_pixel_l1", "fcn_miou"),
+                           better("crn", "crn_pixel_l1", "frechet_distance"), share >= 0.5)})
+    rows.append({
+        "claim": "The cascade beats a single-scale network of similar size",
+        "evidence": (f"FCN-mIoU {fmt('crn', 'fcn_miou')} vs {fmt('crn_single_scale', 'fcn_miou')}; Fréchet "
+                     f"{fmt('crn', 'frechet_distance')} vs {fmt('crn_single_scale', 'frechet_distance')}; "
+                     f"{m['crn']['parameters']:,} vs {m['crn_single_scale']['parameters']:,} parameters, "
+                     f"{m['crn']['steps']} vs {m['crn_single_scale']['steps']} steps in "
+                     f"{m['crn']['train_seconds'] / 60:.0f} vs {m['crn_single_scale']['train_seconds'] / 60:.0f} min"),
+        "verdict": verdict(better("crn", "crn_single_scale", "fcn_miou"),
+                           better("crn", "crn_single_scale", "frechet_distance"))})
+    fidelity_kept = m["crn"]["fcn_miou"] >= m["crn_k1"]["fcn_miou"] - 0.02
+    rows.append({
+        "claim": "The diversity loss gives distinct samples without losing fidelity",
+        "evidence": (f"diversity {fmt('crn', 'diversity')} (K={m['crn']['samples_per_layout']}) vs "
+                     f"{fmt('crn_k1', 'diversity')} (K=1); FCN-mIoU {fmt('crn', 'fcn_miou')} vs "
+                     f"{fmt('crn_k1', 'fcn_miou')} (fidelity kept if within 0.02); Fréchet "
+                     f"{fmt('crn', 'frechet_distance')} vs {fmt('crn_k1', 'frechet_distance')}"),
+        "verdict": verdict(m["crn"]["diversity"] > m["crn_k1"]["diversity"], fidelity_kept)})
+    rows.append({
+        "claim": "CRN beats pix2pix (the paper: human judges preferred CRN's images on Cityscapes)",
+        "evidence": (f"FCN-mIoU {fmt('crn', 'fcn_miou')} vs {fmt('pix2pix', 'fcn_miou')}; Fréchet "
+                     f"{fmt('crn', 'frechet_distance')} vs {fmt('pix2pix', 'frechet_distance')}; diversity "
+                     f"{fmt('crn', 'diversity')} vs {fmt('pix2pix', 'diversity')}"),
+        "verdict": verdict(better("crn", "pix2pix", "fcn_miou"), better("crn", "pix2pix", "frechet_distance"))})
+    return rows
