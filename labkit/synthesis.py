@@ -100,23 +100,45 @@ def evaluate_synthesis(sample: Callable[[torch.Tensor], torch.Tensor], size, cou
 
     - ``fcn_miou``, ``fcn_pixel_accuracy``: the judge's segmentation of every
       one of the K outputs against its layout, pooled over all N·K images;
+    - ``fcn_miou_per_output``: the same for each output slot k = 0 … K−1 alone.
+      A generator with K heads can leave some of them untrained (CRN's
+      min-over-K loss only rewards the winner of each class), and this shows it;
+    - ``best_output``, ``fcn_miou_best_output``, ``fcn_pixel_accuracy_best_output``,
+      ``frechet_distance_best_output``: the slot with the highest FCN-mIoU and
+      its scores (the slot is chosen on these test layouts: one choice out of K);
     - ``frechet_distance``: one output per layout (output ``i mod K`` for
       layout i, so every sample slot is represented) against the real test
       images of the same layouts; only comparable between runs with the same
       ``count``;
     - ``diversity``: mean pairwise perceptual distance among the K outputs of
       each of the first ``diversity_layouts`` layouts (0 when K = 1: one
-      deterministic output has no diversity).
+      deterministic output has no diversity). Untrained outputs differ from
+      the trained ones too, so read it next to ``fcn_miou_per_output``.
     """
+    from .metrics import _judge, confusion_matrix, scores_from_confusion
+
     real, labels = render_batch(size, count, split="test", seed=seed)
     outputs = generate(sample, labels, device=device)
     n, k = outputs.shape[:2]
-    scores = fcn_score(outputs.flatten(0, 1), labels.repeat_interleave(k, dim=0), judge=judge)
+    judge = _judge(judge, device)
+    confusions = []
+    for slot in range(k):
+        predictions = judge.predict(outputs[:, slot].to(next(judge.parameters()).device)).cpu()
+        confusions.append(confusion_matrix(predictions, labels))
+    per_output = [scores_from_confusion(c) for c in confusions]
+    pooled = scores_from_confusion(sum(confusions))
+    best = max(range(k), key=lambda slot: per_output[slot]["miou"])
     chosen = outputs[torch.arange(n), torch.arange(n) % k]
+    frechet = frechet_distance(chosen, real, judge=judge)
     return {
-        "fcn_miou": scores["miou"],
-        "fcn_pixel_accuracy": scores["pixel_accuracy"],
-        "frechet_distance": frechet_distance(chosen, real, judge=judge),
+        "fcn_miou": pooled["miou"],
+        "fcn_pixel_accuracy": pooled["pixel_accuracy"],
+        "fcn_miou_per_output": [s["miou"] for s in per_output],
+        "best_output": best,
+        "fcn_miou_best_output": per_output[best]["miou"],
+        "fcn_pixel_accuracy_best_output": per_output[best]["pixel_accuracy"],
+        "frechet_distance": frechet,
+        "frechet_distance_best_output": frechet if k == 1 else frechet_distance(outputs[:, best], real, judge=judge),
         "diversity": (float(np.mean([diversity(outputs[i], judge=judge) for i in range(min(diversity_layouts, n))]))
                       if k > 1 else 0.0),
         "samples_per_layout": k,

@@ -45,7 +45,7 @@ def table() -> str:
     if crn_path.is_file():
         crn = json.loads(crn_path.read_text())
         for name, scores in crn["metrics"].items():
-            run = crn["runs"][name]
+            run = crn["training"][name]
             lines.append(f"| CRN chapter, book profile: train `{name}` ({scores['steps']} steps, "
                          f"{run['threads']} thread) | {_minutes(scores['train_seconds'])} | `{run['commit'][:7]}` |")
     rates = speed["metrics"]["scenes_per_second"]

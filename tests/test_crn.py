@@ -425,9 +425,12 @@ def test_unknown_model_names_are_rejected(tmp_path):
         crn_runs.build_generator("crnn", settings)
     with pytest.raises(ValueError, match="unknown model 'crnn'"):
         crn_runs.run("smoke", models=("crnn",), device="cpu", run_dir=tmp_path, progress=False)
-    path = crn_runs.export_generator("crnn", crn_runs.build_generator("crn", settings), settings, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="unknown model 'crnn'"):
-        crn_runs.load_generator(path)
+        crn_runs.export_generator("crnn", crn_runs.build_generator("crn", settings), settings, tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()
+    with pytest.raises(ValueError, match="unknown model 'crnn'"):   # everything is checked before training starts
+        crn_runs.run("smoke", models=("crn", "crnn"), device="cpu", run_dir=tmp_path, progress=False)
+    assert not (tmp_path / "train").exists()
 
 
 @pytest.fixture(scope="module")
@@ -475,6 +478,9 @@ def test_a_second_run_in_the_same_folder_resumes_instead_of_retraining(smoke_run
     assert second["steps"] == first["metrics"]["crn_k1"]["steps"]
     assert second["train_seconds"] - first["metrics"]["crn_k1"]["train_seconds"] < 0.5
     assert set(record["metrics"]) == set(MODEL_NAMES)   # the other models' records are kept
+    # re-scoring keeps the provenance of the call that trained the model
+    assert record["training"]["crn_k1"] == first["training"]["crn_k1"]
+    assert record["runs"]["crn_k1"]["finished_at"] >= first["training"]["crn_k1"]["finished_at"]
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -501,6 +507,27 @@ def test_evaluating_the_real_images_gives_the_real_fcn_scores_and_no_diversity()
     assert abs(scores["frechet_distance"]) < 1e-3   # the same images on both sides
 
 
+@pytest.mark.filterwarnings(FRECHET_SMALL_SAMPLE)
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
+def test_evaluation_scores_each_output_slot_and_finds_the_good_one():
+    size, count = (32, 64), 8
+    images, labels = render_batch(size, count, split="test")
+    layouts = one_hot_layout(labels)
+
+    def grey_then_real(layout):   # slot 0: flat grey, an untrained head; slot 1: the real image
+        match = (layout.unsqueeze(1) == layouts.unsqueeze(0)).flatten(2).all(dim=2).float().argmax(dim=1)
+        return torch.stack([torch.full_like(images[match], 0.5), images[match]], dim=1)
+
+    scores = evaluate_synthesis(grey_then_real, size, count, diversity_layouts=2)
+    real = fcn_score(images, labels)
+    grey, good = scores["fcn_miou_per_output"]
+    assert scores["best_output"] == 1
+    assert good == pytest.approx(real["miou"], abs=1e-9) and grey < 0.3
+    assert scores["fcn_miou_best_output"] == pytest.approx(real["miou"], abs=1e-9)
+    assert grey < scores["fcn_miou"] < good                      # pooled lies between the slots
+    assert abs(scores["frechet_distance_best_output"]) < 1e-3 < scores["frechet_distance"]
+
+
 # --------------------------------------------------------------------------- claims, record, figures
 
 def _record(**overrides):
@@ -510,6 +537,10 @@ def _record(**overrides):
     metrics["crn_k1"].update(diversity=0.0, samples_per_layout=1)
     for name, values in overrides.items():
         metrics[name].update(values)
+    for scores in metrics.values():   # unless given, the best output scores like all outputs pooled
+        scores.setdefault("fcn_miou_best_output", scores["fcn_miou"])
+        scores.setdefault("frechet_distance_best_output", scores["frechet_distance"])
+        scores.setdefault("fcn_miou_per_output", [scores["fcn_miou"]] * scores["samples_per_layout"])
     return {"metrics": metrics, "reference": {"real_scenes": {"fcn_miou": 0.9, "frechet_distance": 1.0}}}
 
 
@@ -529,6 +560,17 @@ def test_claim_verdicts_follow_the_recorded_comparisons():
     assert by_claim(split)["CRNbeats"] == "mixed"
     lost_fidelity = _record(crn={"fcn_miou": 0.45})
     assert by_claim(lost_fidelity)["Thediversity"] == "mixed"
+
+
+def test_claims_about_capability_read_the_best_output_and_count_usable_outputs():
+    # all nine outputs pooled look poor, but one slot is good: the best-output claims follow that slot
+    record = _record(crn={"fcn_miou": 0.3, "frechet_distance": 20.0, "fcn_miou_best_output": 0.8,
+                          "frechet_distance_best_output": 4.0, "fcn_miou_per_output": [0.8, 0.5] + [0.1] * 7})
+    rows = {row["claim"].split()[1]: row for row in crn_runs.claims(record)}
+    assert rows["matching"]["verdict"] == rows["cascade"]["verdict"] == "holds"
+    assert rows["beats"]["verdict"] == "mixed"                  # worse pooled, better at its best
+    assert "2 of 9 outputs" in rows["diversity"]["evidence"]   # 0.8 and 0.5 reach 0.45
+    assert rows["diversity"]["verdict"] == "mixed"              # diverse, but all outputs lost fidelity
 
 
 def test_reading_a_record_without_every_model_names_the_missing_ones(tmp_path):

@@ -23,3 +23,14 @@ def test_readme_gives_exactly_two_setup_commands():
     setup = text.split("## Set up", 1)[1].split("\n## ", 1)[0]
     commands = [line.strip() for line in setup.splitlines() if line.strip().startswith("make ")]
     assert commands == ["make book", "make test"]
+
+
+def test_every_chapter_notebook_ran_its_default_profile_in_under_two_minutes():
+    import json
+
+    timings = json.loads((ROOT / "reports" / "benchmarks" / "timings.json").read_text())
+    chapters = sorted(p.stem.split("_", 1)[0] for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    missing = [c for c in chapters if f"notebook {c}" not in timings]
+    assert not missing, f"no recorded book-profile run of notebooks {missing}: time them with scripts/timed.py"
+    slow = {c: timings[f"notebook {c}"]["seconds"] for c in chapters if timings[f"notebook {c}"]["seconds"] >= 120}
+    assert not slow, f"book-profile runs over the 2-minute budget (seconds): {slow}"
