@@ -105,7 +105,6 @@ class RefinementModule(nn.Module):
 
     def __init__(self, previous_width: int, num_classes: int, width: int):
         super().__init__()
-        self.size: tuple[int, int] | None = None
         self.layers = nn.Sequential(
             nn.Conv2d(previous_width + num_classes, width, 3, padding=1), LayerNorm2d(width), nn.LeakyReLU(0.2),
             nn.Conv2d(width, width, 3, padding=1), LayerNorm2d(width), nn.LeakyReLU(0.2))
