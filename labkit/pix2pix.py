@@ -175,6 +175,10 @@ class Pix2Pix(nn.Module):
 
         D step:  L_D = ½ [BCE(D(x, y), 1) + BCE(D(x, G(x)), 0)]
         G loss:  L_G = BCE(D(x, G(x)), 1) + λ ‖y − G(x)‖₁
+
+        The L1 term is measured on images in [−1, 1], as pix2pix's code does, so
+        λ = 100 weighs it against the GAN term as in the paper (on [0, 1] images
+        it would count half).
         """
         fake = self.generator(layout)
         self.discriminator.requires_grad_(True)
@@ -185,7 +189,7 @@ class Pix2Pix(nn.Module):
         discriminator_optimizer.step()
         self.discriminator.requires_grad_(False)   # the G step needs gradients through D, not for D
         g_gan = self._gan_loss(self.discriminator(layout, fake), True)
-        g_l1 = (fake - images).abs().mean()
+        g_l1 = 2 * (fake - images).abs().mean()   # in pix2pix's units: images in [−1, 1]
         self.discriminator.requires_grad_(True)
         return g_gan + self.l1_weight * g_l1, {"d_loss": float(d_loss.detach()), "g_gan": float(g_gan.detach()),
                                                         "g_l1": float(g_l1.detach())}

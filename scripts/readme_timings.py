@@ -47,7 +47,7 @@ def table() -> str:
         for name, scores in crn["metrics"].items():
             run = crn["training"][name]
             lines.append(f"| CRN chapter, book profile: train `{name}` ({scores['steps']} steps, "
-                         f"{run['threads']} thread) | {_minutes(scores['train_seconds'])} | `{run['commit'][:7]}` |")
+                         f"{run['threads']} thread) | {_minutes(scores['train_seconds'])} | `{run['commit'][:7]}{'-dirty' if run['commit'].endswith('-dirty') else ''}` |")
     rates = speed["metrics"]["scenes_per_second"]
     lines.append("| StreetScenes rendering, one core (`scripts/benchmark_data.py`) | "
                  + ", ".join(f"{rates[k]:g} scenes/s at {k.replace('x', '×')}"

@@ -596,3 +596,27 @@ def test_features_to_rgb_paints_the_principal_components_in_unit_range():
     assert not np.allclose(image[:, :3, 0], image[:, 3:, 0])
     with pytest.raises(ValueError, match=r"\(D, h, w\)"):
         features_to_rgb(torch.zeros(1, 8, 4, 6))
+
+
+def test_masked_distance_rejects_a_fake_without_the_k_axis_instead_of_broadcasting():
+    real, layout = torch.rand(2, 3, 8, 16), one_hot_layout(random_labels(2, (8, 16)))
+    with pytest.raises(ValueError, match=r"fake \(N, K, D, h, w\)"):
+        masked_layer_distance(real, torch.rand(2, 3, 8, 16), layout)
+    with pytest.raises(ValueError, match="layout"):
+        masked_layer_distance(real, torch.rand(2, 1, 3, 8, 16), layout[:1])
+    loss = FeatureMatchingLoss(None)
+    with pytest.raises(ValueError, match="same H, W"):
+        loss(torch.rand(2, 1, 3, 8, 16), real, one_hot_layout(random_labels(2, (16, 32))))
+
+
+def test_pix2pix_l1_term_is_measured_in_minus_one_to_one_units():
+    torch.manual_seed(0)
+    model = Pix2Pix((32, 64), generator_width=4, discriminator_width=4).eval()   # eval: no dropout noise
+    _, d_optimizer = model.optimizers()
+    layout = one_hot_layout(random_labels(2, (32, 64)))
+    images = torch.rand(2, 3, 32, 64)
+    with torch.no_grad():
+        fake = model.generator(layout)
+    _, logs = model.loss(layout, images, d_optimizer)
+    # the G forward inside loss() sees the same weights (the D step does not touch G)
+    assert logs["g_l1"] == pytest.approx(float((2 * fake - 1 - (2 * images - 1)).abs().mean()), rel=1e-5)

@@ -68,7 +68,7 @@ PROFILES = {
     "book": {"size": (64, 128), "widths": (256, 256, 128, 64, 32), "samples": 9, "batch_size": 2, "steps": 2000,
              "train_scenes": 2975, "eval_scenes": 400, "diversity_layouts": 16, "pix2pix_width": 16,
              "discriminator_width": 32, "single_scale_minutes": 15.0, "learning_rate": 2e-4},
-    "full": {"size": (128, 256), "widths": (1024, 1024, 1024, 1024, 512, 512), "samples": 9, "batch_size": 1,
+    "full": {"size": (128, 256), "widths": (1024, 1024, 1024, 1024, 1024, 512), "samples": 9, "batch_size": 1,
              "steps": 120_000, "train_scenes": 2975, "eval_scenes": 1000, "diversity_layouts": 32,
              "pix2pix_width": 64, "discriminator_width": 64, "single_scale_minutes": 120.0,
              "learning_rate": LEARNING_RATE},
@@ -90,6 +90,17 @@ DEVIATIONS = [
     "Diversity loss as in the official code (0.999·Σ_p min_u + 0.001·Σ_p mean_u), not the paper's "
     "pure Σ_p min_u, which leaves the K−1 losing outputs of a class without gradient.",
     "Initialisation: PyTorch's default for convolutions (TF-slim's Xavier in the official code).",
+    "Bilinear upsampling with align_corners=False (the official TF code resizes with align_corners=True).",
+    "Void pixels (label 255) get an all-zero layout vector and are left out of the loss; the official "
+    "code feeds void as a 20th layout channel.",
+    "Evaluation: the judge that scores every model (FCN-score, Fréchet distance and diversity all use "
+    "its network) is also the feature network CRN's loss matches by default. pix2pix and crn_pixel_l1 "
+    "never see these features, so the judge-based numbers favour the feature-matching models; the "
+    "paper trained on VGG-19 and was judged by people.",
+    "crn_single_scale is time-boxed: it stops before the half-way step at which the layer weights "
+    "freeze, so its weights kept adapting for its whole (shorter) run.",
+    "The best output slot reported per model is chosen on the test layouts it is scored on (one choice "
+    "out of K).",
 ]
 
 
@@ -222,6 +233,11 @@ def masked_layer_distance(real: torch.Tensor, fake: torch.Tensor, layout: torch.
     contributes exactly 0. Averaging over positions and channels (not summing)
     follows the official code and keeps layers of different sizes comparable.
     """
+    if real.dim() != 4 or fake.dim() != 5 or fake.shape[0] != real.shape[0] or fake.shape[2:] != real.shape[1:]:
+        raise ValueError(f"expected real (N, D, h, w) and fake (N, K, D, h, w) with the same N, D, h, w; got "
+                         f"{tuple(real.shape)} and {tuple(fake.shape)}")
+    if layout.dim() != 4 or layout.shape[0] != real.shape[0]:
+        raise ValueError(f"expected layout (N, classes, H, W) with N = {real.shape[0]}, got {tuple(layout.shape)}")
     masks = resize_layout(layout, real.shape[-2:])
     difference = (fake - real.unsqueeze(1)).abs().mean(dim=2)          # (N, K, h, w)
     return torch.einsum("nkhw,nphw->nkp", difference, masks) / (real.shape[-2] * real.shape[-1])
@@ -292,6 +308,8 @@ class FeatureMatchingLoss(nn.Module):
     def forward(self, fake: torch.Tensor, real: torch.Tensor, layout: torch.Tensor):
         """fake (N, K, 3, H, W), real (N, 3, H, W), layout (N, m, H, W) →
         (loss, logs); logs hold each layer's unweighted loss, e.g. ``raw_pixels``."""
+        if layout.shape[-2:] != real.shape[-2:]:
+            raise ValueError(f"layout {tuple(layout.shape)} and real images {tuple(real.shape)} must have the same H, W")
         distances = self.layer_distances(fake, real, layout)
         # a layer's loss: Σ_p over classes, mean over outputs and batch (the masks tile the image)
         raw = torch.stack([d.detach().sum(dim=2).mean() for d in distances])

@@ -179,7 +179,8 @@ def run(profile: str = "book", models=MODEL_NAMES, device="auto", max_minutes: f
             training = previous.get("training", previous["provenance"])
         model_record = {"metrics": scores, "provenance": run_info, "history": result.history, "training": training}
         write_json(record_path, model_record)
-        save_sample_grid(name, generator, settings, run_dir / "samples" / f"{name}.png", device, seed)
+        ranked = sorted(range(scores["samples_per_layout"]), key=lambda slot: -scores["fcn_miou_per_output"][slot])
+        save_sample_grid(name, generator, settings, run_dir / "samples" / f"{name}.png", device, seed, slots=ranked)
         if export:
             export_generator(name, generator, settings, exported_path(name, profile), record=model_record)
         if progress:
@@ -191,9 +192,11 @@ def run(profile: str = "book", models=MODEL_NAMES, device="auto", max_minutes: f
 SAMPLE_SCENES = 3   # test layouts in each model's sample grid
 
 
-def save_sample_grid(name: str, generator, settings: dict, path, device, seed: int = 0) -> Path:
+def save_sample_grid(name: str, generator, settings: dict, path, device, seed: int = 0, slots=None) -> Path:
     """A PNG of up to 4 outputs for each of the first test layouts, saved with the run,
-    so the chapter can show every ablation's images without its weights."""
+    so the chapter can show every ablation's images without its weights.
+    ``slots``: the output slots to show, in order (default 0, 1, …); runs pass
+    them ranked by FCN-mIoU, best first."""
     import io
 
     import matplotlib
@@ -207,19 +210,20 @@ def save_sample_grid(name: str, generator, settings: dict, path, device, seed: i
 
     _, labels = render_batch(settings["size"], SAMPLE_SCENES, split="test", seed=seed)
     outputs = generate(sampler(name, generator, settings["samples"]), labels, device=device)
-    shown = min(4, outputs.shape[1])
+    slots = list(range(outputs.shape[1]) if slots is None else slots)[:4]
+    shown = len(slots)
     with matplotlib.rc_context({"figure.dpi": 100}):
         fig, axes = plt.subplots(SAMPLE_SCENES, shown + 1, figsize=(2.2 * (shown + 1), 1.25 * SAMPLE_SCENES),
                                  squeeze=False)
         for row in range(SAMPLE_SCENES):
             axes[row, 0].imshow(colorize(labels[row].numpy()))
             for col in range(shown):
-                axes[row, col + 1].imshow(np.clip(to_numpy_image(outputs[row, col]), 0, 1))
+                axes[row, col + 1].imshow(np.clip(to_numpy_image(outputs[row, slots[col]]), 0, 1))
         for ax in axes.flat:
             ax.set_xticks([]), ax.set_yticks([])
         axes[0, 0].set_title("layout", fontsize=9)
         for col in range(shown):
-            axes[0, col + 1].set_title(f"{name} #{col}", fontsize=9)
+            axes[0, col + 1].set_title(f"{name} #{slots[col]}", fontsize=9)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", bbox_inches="tight")
         plt.close(fig)
