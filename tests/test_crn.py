@@ -288,6 +288,13 @@ def test_vgg_features_use_the_paper_layer_weights_and_stay_out_of_the_state_dict
     assert not any(k.startswith("criterion.extractor") or "features." in k for k in trainer.state_dict())
 
 
+def test_vgg_path_measures_pixels_in_the_papers_0_to_255_units():
+    fake, real, layout = loss_inputs(n=1, k=2, size=(16, 32))
+    vgg_pixels = FeatureMatchingLoss(VGG19Features()).layer_distances(fake, real, layout)[0]
+    plain_pixels = FeatureMatchingLoss(None).layer_distances(fake, real, layout)[0]
+    torch.testing.assert_close(vgg_pixels, 255 * plain_pixels)
+
+
 def test_feature_matching_loss_has_gradient_for_the_generator():
     generator = CascadedRefinementNetwork((16, 32), (6, 6, 6), samples=2)
     trainer = CRNTrainer(generator, FeatureMatchingLoss(VGG19Features(layers=("conv1_2", "conv2_2"))))

@@ -43,6 +43,8 @@ BASE_SIZE = (4, 8)
 MIN_WEIGHT = 0.999          # weight of Σ_p min_u in the official diversity loss
 MEAN_WEIGHT = 0.001         # weight of Σ_p mean_u
 LEARNING_RATE = 1e-4        # Adam, constant (official code)
+PAPER_EPOCHS = 200          # the 256p model: 200 epochs at batch 1 ...
+CITYSCAPES_TRAIN_IMAGES = 2975   # ... over Cityscapes' training images
 # λ_l of the official 256p model for pixels, conv1_2 … conv5_2 (demo_256p.py), in the
 # paper's units: pixels in 0…255, VGG fed 0…255 images minus the mean.
 PAPER_VGG_LAYER_WEIGHTS = (1.0, 1 / 1.6, 1 / 2.3, 1 / 1.8, 1 / 2.8, 10 / 0.8)
@@ -77,8 +79,10 @@ PROFILES = {
 DEVIATIONS = [
     "Data: procedural StreetScenes with 9 classes instead of Cityscapes' 19 (+ void); 64×128 (book) "
     "and 128×256 (full) instead of 256×512 … 1024×2048.",
-    "Scale: the book profile trains 2,000 steps of batch 2 on one CPU thread (~1.3 epochs of 2,975 scenes) "
-    "instead of 200 epochs at batch 1; widths 256-256-128-64-32 instead of 1024 … 512.",
+    f"Scale: the book profile trains {PROFILES['book']['steps']:,} steps of batch {PROFILES['book']['batch_size']} "
+    f"on one CPU thread (~{PROFILES['book']['steps'] * PROFILES['book']['batch_size'] / PROFILES['book']['train_scenes']:.1f}"
+    f" epochs of {PROFILES['book']['train_scenes']:,} scenes) instead of {PAPER_EPOCHS} epochs at batch 1; widths "
+    f"{'-'.join(map(str, PROFILES['book']['widths']))} instead of 1024 … 512.",
     "Features: the judge's encoder (enc1 … enc4, 4 layers) instead of ImageNet VGG-19 (5 layers), "
     "because no ImageNet weights can be downloaded here. With user-supplied VGG-19 weights the paper's "
     "layers and λ_l are used.",
