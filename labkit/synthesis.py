@@ -110,6 +110,8 @@ def evaluate_synthesis(sample: Callable[[torch.Tensor], torch.Tensor], size, cou
       layout i, so every sample slot is represented) against the real test
       images of the same layouts; only comparable between runs with the same
       ``count``;
+    - ``per_class_iou``: the pooled IoU of each class (NaN for a class absent
+      from truth and prediction);
     - ``diversity``: mean pairwise perceptual distance among the K outputs of
       each of the first ``diversity_layouts`` layouts (0 when K = 1: one
       deterministic output has no diversity). Untrained outputs differ from
@@ -143,6 +145,7 @@ def evaluate_synthesis(sample: Callable[[torch.Tensor], torch.Tensor], size, cou
                       if k > 1 else 0.0),
         "samples_per_layout": k,
         "eval_scenes": n,
+        "per_class_iou": pooled["per_class_iou"],
     }
 
 
