@@ -418,3 +418,10 @@ def test_claim_verdicts_follow_the_numbers():
     assert all(v == "holds" for k, v in good.items() if "less faithful" not in k)
     assert all(v == "does not hold" for k, v in bad.items() if "less faithful" not in k and "realistic" not in k)
     assert good != bad
+
+
+def test_stencils_of_some_scenes_equal_those_of_the_whole_build(memory, simulated):
+    partial = sims.SimulatedCanvases.build(memory, seed=0, only_scenes=[2, 5])
+    for scene in (2, 5):
+        assert torch.equal(partial.stencils[scene], simulated.stencils[scene])
+    assert not partial.stencils[0].any()

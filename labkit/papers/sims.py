@@ -949,12 +949,16 @@ class SimulatedCanvases:
 
     @classmethod
     def build(cls, memory: SegmentMemory, seed: int = 0, pool: int = RETRIEVAL_POOL_SCENES,
-              progress: bool = False) -> "SimulatedCanvases":
-        rng = np.random.default_rng([seed, 23])
+              progress: bool = False, only_scenes=None) -> "SimulatedCanvases":
+        """``only_scenes``: stencil just these scenes (for a quick look; the others stay empty)."""
         scenes = len(memory.labels)
         stencils = torch.zeros(memory.labels.shape, dtype=torch.bool)
         stats = memory.lab_stats.clone()
         indices = range(len(memory))
+        if only_scenes is not None:
+            wanted = torch.zeros(scenes, dtype=torch.bool)
+            wanted[torch.as_tensor(list(only_scenes), dtype=torch.int64)] = True
+            indices = torch.nonzero(wanted[memory.scene_ids]).flatten().tolist()
         if progress:
             from tqdm.auto import tqdm
             indices = tqdm(indices, desc="stencils", leave=False)
@@ -963,6 +967,7 @@ class SimulatedCanvases:
             scene = int(memory.scene_ids[n])
             if scene != current:
                 current = scene
+                rng = np.random.default_rng([seed, 23, scene])   # a scene's pool: the same whichever scenes are built
                 others = rng.choice(scenes - 1, size=min(pool, scenes - 1), replace=False) if scenes > 1 else []
                 allowed = torch.zeros(scenes, dtype=torch.bool)
                 allowed[torch.as_tensor(np.asarray(others, np.int64) + (np.asarray(others) >= scene))] = True
