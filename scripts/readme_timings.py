@@ -19,8 +19,14 @@ STEPS = [
     ("make book", "`make book` after that: execute every notebook, build `_build/html`"),
     ("notebook 00", "`notebooks/00_data_and_evaluation.ipynb`, book profile, top to bottom"),
     ("notebook 01", "`notebooks/01_crn.ipynb`, book profile, top to bottom"),
+    ("notebook 02", "`notebooks/02_sims.ipynb`, book profile, top to bottom"),
 ]
 CRN_RECORD = "reports/book/crn/metrics.json"
+SIMS_RECORD = "reports/book/sims/metrics.json"
+
+
+def _commit(run: dict) -> str:
+    return f"{run['commit'][:7]}{'-dirty' if run['commit'].endswith('-dirty') else ''}"
 
 
 def _minutes(seconds: float) -> str:
@@ -47,7 +53,21 @@ def table() -> str:
         for name, scores in crn["metrics"].items():
             run = crn["training"][name]
             lines.append(f"| CRN chapter, book profile: train `{name}` ({scores['steps']} steps, "
-                         f"{run['threads']} thread) | {_minutes(scores['train_seconds'])} | `{run['commit'][:7]}{'-dirty' if run['commit'].endswith('-dirty') else ''}` |")
+                         f"{run['threads']} thread) | {_minutes(scores['train_seconds'])} | `{_commit(run)}` |")
+    sims_path = ROOT / SIMS_RECORD
+    if sims_path.is_file():
+        sims = json.loads(sims_path.read_text())
+        metrics, training = sims["metrics"], sims["training"]
+        for part, key in (("transformer", "transformation"), ("ordering", "ordering")):
+            if key in metrics:
+                lines.append(f"| SIMS chapter, book profile: train the {part} network ({metrics[key]['steps']} steps, "
+                             f"{training[part]['threads']} thread) | {_minutes(metrics[key]['train_seconds'])} | "
+                             f"`{_commit(training[part])}` |")
+        for name, scores in metrics.items():
+            if isinstance(scores, dict) and "train_seconds" in scores and "fcn_miou" in scores:
+                lines.append(f"| SIMS chapter, book profile: train `{name}` ({scores['steps']} steps, "
+                             f"{training[name]['threads']} thread) | {_minutes(scores['train_seconds'])} | "
+                             f"`{_commit(training[name])}` |")
     rates = speed["metrics"]["scenes_per_second"]
     lines.append("| StreetScenes rendering, one core (`scripts/benchmark_data.py`) | "
                  + ", ".join(f"{rates[k]:g} scenes/s at {k.replace('x', '×')}"

@@ -425,3 +425,10 @@ def test_stencils_of_some_scenes_equal_those_of_the_whole_build(memory, simulate
     for scene in (2, 5):
         assert torch.equal(partial.stencils[scene], simulated.stencils[scene])
     assert not partial.stencils[0].any()
+
+
+def test_claims_without_baselines_are_not_measured():
+    record = _fake_record(True)
+    del record["metrics"]["crn"]
+    verdicts = [row["verdict"] for row in sims_runs.claims(record)]
+    assert verdicts[:2] == ["not measured", "not measured"] and "not measured" not in verdicts[2:]
