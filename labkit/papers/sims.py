@@ -65,18 +65,18 @@ and ordering ablations change how the test canvases are built and reuse the
 ``sims`` network; ``canvas_only`` scores the canvas itself, holes and all."""
 
 PROFILES = {
-    "smoke": {"size": (32, 64), "grid": (16, 32), "memory_scenes": 48, "train_scenes": 48, "eval_scenes": 12,
+    "smoke": {"size": (32, 64), "grid": (16, 32), "memory_scenes": 48, "eval_scenes": 12,
               "synthesis_widths": (8, 16, 16, 16), "synthesis_steps": 6, "batch_size": 2,
               "transformer_widths": (8, 8, 16), "transformer_crop": 16, "transformer_steps": 6, "ordering_widths": (8, 8, 16),
               "ordering_steps": 6, "ordering_scenes": (48, 24), "learning_rate": 2e-4, "transformer_learning_rate": 5e-4, "top_k": 5,
               "paste_margin": 1, "retrieval_sizes": (100, 300), "retrieval_queries": 2},
-    "book": {"size": (64, 128), "grid": (32, 64), "memory_scenes": 2975, "train_scenes": 2975, "eval_scenes": 400,
+    "book": {"size": (64, 128), "grid": (32, 64), "memory_scenes": 2975, "eval_scenes": 400,
              "synthesis_widths": (32, 64, 96, 128, 128), "synthesis_steps": 1500, "batch_size": 4,
              "transformer_widths": (16, 32, 64, 64), "transformer_crop": 32, "transformer_steps": 3000, "ordering_widths": (16, 32, 64, 64),
              "ordering_steps": 1000, "ordering_scenes": (2975, 500), "learning_rate": 2e-4,
              "transformer_learning_rate": 5e-4, "top_k": 10,
              "paste_margin": 2, "retrieval_sizes": (1_000, 10_000, 100_000), "retrieval_queries": 5},
-    "full": {"size": (128, 256), "grid": (32, 64), "memory_scenes": 2975, "train_scenes": 2975, "eval_scenes": 1000,
+    "full": {"size": (128, 256), "grid": (32, 64), "memory_scenes": 2975, "eval_scenes": 1000,
              "synthesis_widths": (64, 128, 256, 512, 512, 512), "synthesis_steps": 40_000, "batch_size": 4,
              "transformer_widths": (32, 64, 128, 256), "transformer_crop": 64, "transformer_steps": 10_000,
              "ordering_widths": (32, 64, 128, 256), "ordering_steps": 5_000, "ordering_scenes": (2975, 500),
@@ -133,6 +133,17 @@ def _deviations() -> list[str]:
         f"Schedule: {book['synthesis_steps']:,} steps of batch {book['batch_size']} at learning rate "
         f"{book['learning_rate']:g} (book) instead of 800 epochs of batch 1 with the official warm-up "
         "min(1e-6·1.1^(e−1), 1e-3).",
+        "Elided boundary pixels are left empty like every other hole (black, filled mask 0); the paper "
+        "replaces them with white and only the pixels outside segments with black. Our network is told which "
+        "pixels are empty by the mask channel either way.",
+        "The ordering network is trained on pairs of single objects (instance masks); at test time it orders "
+        "the connected components of a class, where touching objects of one class are one component.",
+        "Synthesis network details: 2 convs per encoder stage (official 2/2/3/3/3/3), decoder widths that "
+        "mirror the encoder's, no final 2×256 convs; random horizontal flips in training (not in the official "
+        "code).",
+        "Loss balance: the feature-matching layers are weighted by their calibrated running means (each term ≈ 1), "
+        "so their balance against 10 × cross-entropy differs from the paper's, whose VGG terms are in raw units.",
+        "The memory, like the query, keeps only segments of at least the minimum area.",
         "No multi-resolution fine-tuning (the official 512p and 1024p stages).",
         "Evaluation: the judge scores every model, and its features are also the synthesis network's loss "
         "(the CRN chapter's judge bias applies here too).",
@@ -415,6 +426,8 @@ def retrieval_scores(memory: SegmentMemory, class_id: int, query_mask: torch.Ten
 def retrieve(memory: SegmentMemory, class_id: int, query_mask, query_context, k: int = 10,
              score: str = "mask+context", allowed_scenes=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The top-``k`` segments (memory indices, scores), best first; ties go to the lower index."""
+    if k < 1:
+        raise ValueError(f"k must be ≥ 1, got {k}")
     candidates, scores = retrieval_scores(memory, class_id, query_mask, query_context, score, allowed_scenes)
     order = torch.argsort(-scores, stable=True)[:k]
     return candidates[order], scores[order]
@@ -640,8 +653,9 @@ def random_affine(masks: torch.Tensor, rng: np.random.Generator, scale: float = 
         bw, bh = 2 * float(xs.max() + 1 - xs.min()) / width, 2 * float(ys.max() + 1 - ys.min()) / height
         s = 1 + rng.uniform(-scale, scale, 2)
         angle = np.deg2rad(rng.uniform(-rotation_degrees, rotation_degrees))
-        linear = np.array([[s[0] * np.cos(angle), -s[1] * np.sin(angle)],
-                           [s[0] * np.sin(angle), s[1] * np.cos(angle)]])
+        # a rotation and scaling in pixels, D⁻¹ R S D in normalised coordinates (D = diag(W/2, H/2))
+        linear = np.array([[s[0] * np.cos(angle), -s[1] * np.sin(angle) * height / width],
+                           [s[0] * np.sin(angle) * width / height, s[1] * np.cos(angle)]])
         offset = rng.uniform(-shift, shift, 2) * np.array([bw, bh])
         centre = np.array([cx, cy])
         # output point p samples input A (p − c) + c + t
@@ -922,7 +936,8 @@ def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
 def elision_mask(label: torch.Tensor, rng: np.random.Generator, band: float = ELISION_BAND,
                  fraction: float = ELISION_FRACTION) -> torch.Tensor:
     """The pixels boundary elision removes: the label boundaries grown to a band of
-    side ⌈band·H⌉, cut into blocks of that side, of which a random ``fraction`` is kept. (H, W) bool."""
+    side ⌈band·H⌉, cut into blocks of that side; a random ``fraction`` of the blocks is
+    removed. Returns the removed pixels, (H, W) bool."""
     height, width = label.shape
     side = max(1, int(np.ceil(band * height)))
     region = dilate(label_boundaries(label), side // 2)
@@ -940,12 +955,14 @@ class SimulatedCanvases:
     of :data:`RETRIEVAL_POOL_SCENES` other random scenes: its mask ∩ the
     segment's mask is the *stencil* of the scene's own pixels, and its Lab
     statistics are the target of colour transfer. ``stencils`` (S, H, W) bool;
-    ``target_stats`` (n segments, 6), aligned with ``memory``'s segments.
+    ``target_stats`` (n segments, 6) and ``retrieved`` (n segments,), aligned
+    with ``memory``'s segments.
     """
 
     memory: SegmentMemory
     stencils: torch.Tensor
     target_stats: torch.Tensor
+    retrieved: torch.Tensor   # (n segments,) the memory index retrieved for each, −1 for none
 
     @classmethod
     def build(cls, memory: SegmentMemory, seed: int = 0, pool: int = RETRIEVAL_POOL_SCENES,
@@ -954,6 +971,7 @@ class SimulatedCanvases:
         scenes = len(memory.labels)
         stencils = torch.zeros(memory.labels.shape, dtype=torch.bool)
         stats = memory.lab_stats.clone()
+        retrieved = torch.full((len(memory),), -1, dtype=torch.int64)
         indices = range(len(memory))
         if only_scenes is not None:
             wanted = torch.zeros(scenes, dtype=torch.bool)
@@ -977,9 +995,10 @@ class SimulatedCanvases:
             if len(found):
                 stencils[scene] |= own & memory.mask(int(found[0]))
                 stats[n] = memory.lab_stats[int(found[0])]
+                retrieved[n] = int(found[0])
             else:   # no segment of that class among the pool: keep the whole segment, no colour change
                 stencils[scene] |= own
-        return cls(memory, stencils, stats)
+        return cls(memory, stencils, stats, retrieved)
 
     def canvas(self, scene: int, rng: np.random.Generator, simulations=SIMULATIONS,
                colour_probability: float = COLOUR_TRANSFER_PROBABILITY) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1039,9 +1058,10 @@ def paste_order(query: QueryLayout, regions: torch.Tensor, orderer: OrderingNetw
                 rng: np.random.Generator) -> list[int]:
     """Stuff components first, largest first; then objects from back to front.
 
-    With an ordering network, object i's rank is Σ_j P(i ≻ j) over the objects j
-    whose paste regions overlap i's (a Borda count); without one, the objects
-    come in a random order.
+    With an ordering network, object i's rank is the mean of P(i ≻ j) over the
+    objects j whose paste regions overlap i's (so an object with many
+    neighbours does not outrank one it is behind); objects that overlap
+    nothing keep rank ½. Without one, the objects come in a random order.
     """
     areas = [int(query.mask(k).sum()) for k in range(len(query))]
     stuff = [k for k in range(len(query)) if int(query.class_ids[k]) not in INSTANCE_CLASSES]
@@ -1051,6 +1071,7 @@ def paste_order(query: QueryLayout, regions: torch.Tensor, orderer: OrderingNetw
         return stuff + [things[i] for i in rng.permutation(len(things))]
     pairs = [(i, j) for i in things for j in things if i < j and bool((regions[i] & regions[j]).any())]
     front = {k: 0.0 for k in things}
+    compared = {k: 0 for k in things}
     if pairs:
         layout = one_hot_layout(query.label[None]).expand(len(pairs), -1, -1, -1)
         device = next(orderer.parameters()).device
@@ -1061,7 +1082,10 @@ def paste_order(query: QueryLayout, regions: torch.Tensor, orderer: OrderingNetw
         for (i, j), prob in zip(pairs, p.tolist()):
             front[i] += prob
             front[j] += 1 - prob
-    return stuff + sorted(things, key=lambda k: (front[k], k))
+            compared[i] += 1
+            compared[j] += 1
+    rank = {k: front[k] / compared[k] if compared[k] else 0.5 for k in things}
+    return stuff + sorted(things, key=lambda k: (rank[k], k))
 
 
 def build_canvas(label, memory: SegmentMemory, transformer: SegmentTransformer | None = None,
@@ -1069,8 +1093,9 @@ def build_canvas(label, memory: SegmentMemory, transformer: SegmentTransformer |
                  paste_margin: int = 2, seed: int = 0) -> Canvas:
     """Retrieve, align, order and paste: the canvas of a layout ``label`` (H, W).
 
-    ``rank``: paste each component's ``rank``-th best segment (0 = the best),
-    a way to get different canvases for one layout. Each aligned segment is
+    ``rank``: paste each component's ``rank``-th best segment (0 = the best;
+    the last one when a class has fewer candidates), a way to get different
+    canvases for one layout. Each aligned segment is
     pasted where its warped mask is on and within ``paste_margin`` pixels of
     its component.
     """
@@ -1096,7 +1121,8 @@ def build_canvas(label, memory: SegmentMemory, transformer: SegmentTransformer |
     pixels_all = torch.zeros(n, 3, height, width)
     if have:
         masks = torch.stack([memory.mask(retrieved[k]) for k in have]).float()[:, None]
-        pixels = torch.stack([memory.images[int(memory.scene_ids[retrieved[k]])] for k in have]).float() / 255
+        # the segment alone, zero outside its mask, as the transformer saw it in training
+        pixels = torch.stack([memory.images[int(memory.scene_ids[retrieved[k]])] for k in have]).float() / 255 * masks
         targets = torch.stack([query.mask(k) for k in have]).float()[:, None]
         layout = one_hot_layout(query.label[None]).expand(len(have), -1, -1, -1)
         iou_before[have] = mask_iou(masks, targets)
@@ -1122,8 +1148,8 @@ def build_canvas(label, memory: SegmentMemory, transformer: SegmentTransformer |
 
 def coverage(canvases: list[Canvas]) -> dict:
     """How much of the layouts the canvases fill: ``filled`` over all pixels,
-    ``holes_from_small_components`` (pixels of components below the minimum
-    area, never retrieved), and ``per_class`` (filled share of each class' pixels)."""
+    ``small_component_pixels`` (the share of pixels in components below the
+    minimum area, never retrieved), and ``per_class`` (filled share of each class' pixels)."""
     from ..data import CLASS_NAMES
 
     filled = small = total = 0

@@ -321,20 +321,22 @@ def evaluate_transformer(transformer: SegmentTransformer, settings: dict, seed: 
 
 
 def _write_part(run_dir: Path, part: str, metrics: dict, run_info: dict, training=None, history=None) -> dict:
-    path = run_dir / "parts" / f"{part}.json"
-    previous = read_json(path) if path.is_file() else {}
-    record = {"metrics": metrics, "provenance": run_info,
-              "training": training or previous.get("training", run_info), "history": history or []}
-    write_json(path, record)
+    """``parts/<part>.json``; ``training`` only for the parts that train a network."""
+    record = {"metrics": metrics, "provenance": run_info, "history": history or []}
+    if training is not None:
+        record["training"] = training
+    write_json(Path(run_dir) / "parts" / f"{part}.json", record)
     return record
 
 
-def _training_provenance(result, run_info, previous_path: Path):
-    """A call that only reloads a finished network keeps the provenance of the call that trained it."""
-    previous = read_json(previous_path) if previous_path.is_file() else {}
-    if result.steps_done > result.resumed_from or not previous:
-        return run_info
-    return previous.get("training", previous.get("provenance", run_info))
+def _training_record(run_dir: Path, network: str, result, make_info) -> dict:
+    """The provenance of the call that trained ``network``, kept in ``train/<network>.json``
+    next to its checkpoint: rewritten when this call advanced the training, read back when
+    it only loaded a finished network. ``make_info(result)`` builds it."""
+    path = Path(run_dir) / "train" / f"{network}.json"
+    if result.steps_done > result.resumed_from or not path.is_file():
+        write_json(path, make_info(result))
+    return read_json(path)
 
 
 def default_models(profile: str) -> tuple[str, ...]:
@@ -363,75 +365,87 @@ def run(profile: str = "book", parts=PARTS, models=None, device="auto",
     def info(started, **extra):
         return provenance(profile, seed, device, wall_time_s=time.monotonic() - started, **extra)
 
+    def trained_info(what):
+        return lambda result: provenance(profile, seed, device, wall_time_s=result.wall_time_s, command=command + what,
+                                         steps=result.steps_done, finished=result.finished)
+
     if "retrieval" in parts:
         started = time.monotonic()
         metrics = benchmark_retrieval(settings, seed, progress)
         _write_part(run_dir, "retrieval", metrics, info(started, command=command + " --parts retrieval"))
 
+    needs_canvases = "synthesis" in parts and any(name not in BASELINES for name in models)
     transformer = orderer = None
-    if "transformer" in parts or "synthesis" in parts:
+    networks_state = {}
+    if "transformer" in parts or needs_canvases:
         started = time.monotonic()
         transformer, result = train_transformer(settings, device, run_dir, max_minutes, progress, seed)
-        if "transformer" in parts:
+        training = _training_record(run_dir, "transformer", result, trained_info(" --parts transformer"))
+        networks_state["transformer"] = {"steps": result.steps_done, "finished": result.finished}
+        if "transformer" in parts or result.steps_done > result.resumed_from:   # its record follows its weights
             metrics = evaluate_transformer(transformer, settings, seed)
             metrics.update(steps=result.steps_done, finished=result.finished,
                            train_seconds=round(result.wall_time_s, 1), parameters=count_parameters(transformer))
-            run_info = info(started, command=command + " --parts transformer")
-            _write_part(run_dir, "transformer", metrics, run_info,
-                        _training_provenance(result, run_info, run_dir / "parts" / "transformer.json"), result.history)
-    if "ordering" in parts or "synthesis" in parts:
+            _write_part(run_dir, "transformer", metrics, info(started, command=command + " --parts transformer"),
+                        training, result.history)
+    if "ordering" in parts or needs_canvases:
         started = time.monotonic()
         orderer, result, train_pairs = train_orderer(settings, device, run_dir, max_minutes, progress, seed)
-        if "ordering" in parts:
+        training = _training_record(run_dir, "ordering", result, trained_info(" --parts ordering"))
+        networks_state["ordering"] = {"steps": result.steps_done, "finished": result.finished}
+        if "ordering" in parts or result.steps_done > result.resumed_from:
             test_pairs = ordering_pairs(settings["size"], settings["ordering_scenes"][1], split="test", seed=seed)
             scores = ordering_accuracy(orderer, test_pairs, device=device)
             metrics = {"accuracy": scores["accuracy"], "test_pairs": scores["pairs"], "train_pairs": train_pairs,
                        "bottom_edge_rule_accuracy": bottom_edge_rule(test_pairs)["accuracy"],
                        "steps": result.steps_done, "finished": result.finished,
                        "train_seconds": round(result.wall_time_s, 1), "parameters": count_parameters(orderer)}
-            run_info = info(started, command=command + " --parts ordering")
-            _write_part(run_dir, "ordering", metrics, run_info,
-                        _training_provenance(result, run_info, run_dir / "parts" / "ordering.json"), result.history)
+            _write_part(run_dir, "ordering", metrics, info(started, command=command + " --parts ordering"),
+                        training, result.history)
 
     if "synthesis" in parts:
-        memory = training_memory(settings, seed, progress)
-        cache = CanvasCache(memory, transformer, orderer, settings["paste_margin"], seed)
-        networks, results = {}, {}
-        for name in models:
-            if name in BASELINES:
-                continue
-            own = network_of(name)
-            if name == "canvas_only" or own in networks:
-                continue
+        cache = None
+        if needs_canvases:
+            memory = training_memory(settings, seed, progress)
+            cache = CanvasCache(memory, transformer, orderer, settings["paste_margin"], seed)
+        networks, results, trainings = {}, {}, {}
+        for own in dict.fromkeys(network_of(name) for name in models if name not in BASELINES + ("canvas_only",)):
             networks[own], results[own] = train_synthesis(own, settings, device, run_dir, max_minutes, progress, seed)
+            trainings[own] = _training_record(run_dir, own, results[own],
+                                              trained_info(f" --parts synthesis --models {own}"))
         for name in models:
             started = time.monotonic()
+            network = result = None
             if name in BASELINES:
-                sample, parameters, result = _baseline_sampler(name, profile, settings, device), None, None
+                sample = _baseline_sampler(name, profile, settings, device)
+                if sample is None:
+                    if progress:
+                        print(f"{name}: no export of the CRN chapter's {name} at {settings['size']} "
+                              f"(checkpoints/{name}_{profile}.pt); left out of this record")
+                    continue
+                training = {"source": f"the CRN chapter's exported {name} (see reports/<profile>/crn/)"}
             else:
-                own = network_of(name)
-                if name != "canvas_only" and own not in networks:
-                    networks[own], results[own] = train_synthesis(own, settings, device, run_dir, max_minutes,
-                                                                  progress, seed)
-                network = None if name == "canvas_only" else networks[own]
+                if name != "canvas_only":
+                    network, result = networks[network_of(name)], results[network_of(name)]
                 sample = sims_sampler(name, network, cache, device)
-                parameters = None if network is None else count_parameters(network)
-                result = None if network is None else results[own]
+                training = (trainings[network_of(name)] if network is not None
+                            else {"source": "no trained synthesis network: the canvas itself"})
             scores = evaluate_synthesis(sample, settings["size"], settings["eval_scenes"], device=device, seed=seed)
-            scores.update(parameters=parameters)
-            if result is not None:
+            scores.update(parameters=None if network is None else count_parameters(network))
+            if name not in BASELINES:
+                scores.update(network=None if network is None else network_of(name),
+                              canvas=dict(canvas_options(name), networks=networks_state))
+            if name in TRAINED_MODELS:   # the models that own their network carry its training cost
                 scores.update(train_seconds=round(result.wall_time_s, 1), steps=result.steps_done,
                               finished=result.finished)
             run_info = info(started, command=command + f" --parts synthesis --models {name}")
-            record_path = run_dir / "models" / f"{name}.json"
-            training = run_info if result is None else _training_provenance(result, run_info, record_path)
-            model_record = {"metrics": scores, "provenance": run_info, "training": training,
-                            "history": [] if result is None else result.history}
-            write_json(record_path, model_record)
+            write_json(run_dir / "models" / f"{name}.json",
+                       {"metrics": scores, "provenance": run_info, "training": training,
+                        "history": [] if result is None or name not in TRAINED_MODELS else result.history})
             if progress:
                 print(f"{name}: FCN-mIoU {scores['fcn_miou']:.3f}, pixel accuracy {scores['fcn_pixel_accuracy']:.3f}, "
                       f"Fréchet {scores['frechet_distance']:.2f}")
-        if any(name not in BASELINES for name in models):
+        if needs_canvases:
             _, labels = render_batch(settings["size"], settings["eval_scenes"], split="test", seed=seed)
             started = time.monotonic()
             quality, cover = {}, None
@@ -446,28 +460,29 @@ def run(profile: str = "book", parts=PARTS, models=None, device="auto",
             _write_part(run_dir, "canvas", {"retrieval_quality": quality, "coverage": cover,
                                             "retrieved_iou_before": float(iou_before[keep].mean()),
                                             "retrieved_iou_after": float(iou_after[keep].mean()),
-                                            "memory_segments": len(memory)},
+                                            "memory_segments": len(memory), "networks": networks_state},
                         info(started, command=command + " --parts synthesis"))
         if export and "sims" in networks:
             path = exported_path(profile) if export is True else Path(export)
             export_models(networks["sims"], transformer, orderer, settings, path)
-        if "sims" in networks:
+        if "sims" in networks and cache is not None:
             save_canvas_figure(networks["sims"], cache, settings, run_dir / "samples" / "sims.png", device, seed)
     return merge_records(profile, run_dir, device, seed)
 
 
 def _baseline_sampler(name: str, profile: str, settings: dict, device):
-    """The CRN chapter's exported generator ``name`` (book export), as an evaluation sampler."""
+    """The CRN chapter's exported generator ``name`` of this profile (or of the book
+    profile) at the SIMS profile's size, as an evaluation sampler; None if there is none
+    (run ``python -m labkit.papers.crn_runs --profile <profile> --models <name> --export``)."""
     from .crn_runs import exported_path as crn_exported, load_generator, sampler
 
-    path = crn_exported(name, "book" if profile == "smoke" else profile)
-    if not path.is_file():
-        path = crn_exported(name, "book")
-    _, generator, crn_settings = load_generator(path, device=device)
-    if tuple(crn_settings["size"]) != tuple(settings["size"]):
-        raise ValueError(f"{path} generates {crn_settings['size']}, the SIMS {settings['size']} profile needs "
-                         f"the same size; train the CRN chapter's {name} at that size first")
-    return sampler(name, generator, crn_settings["samples"])
+    for candidate in dict.fromkeys((profile, "book")):
+        path = crn_exported(name, candidate)
+        if path.is_file():
+            _, generator, crn_settings = load_generator(path, device=device)
+            if tuple(crn_settings["size"]) == tuple(settings["size"]):
+                return sampler(name, generator, crn_settings["samples"])
+    return None
 
 
 SAMPLE_SCENES = 3
@@ -562,7 +577,11 @@ def merge_records(profile: str, run_dir, device, seed: int = 0) -> dict:
         metrics["transformation"] = parts["transformer"]["metrics"]
     if "canvas" in parts:
         metrics["canvas"] = parts["canvas"]["metrics"]
-    record = {"metrics": metrics,
+    # a model scored with a network that has been retrained since is stale: rerun it
+    stale = sorted(name for name, r in models.items()
+                   if (r["metrics"].get("network") or name) in models and r["metrics"].get("network")
+                   and r.get("training") != models[r["metrics"]["network"]].get("training"))
+    record = {"metrics": metrics, "stale": stale,
               "runs": {name: r["provenance"] for name, r in {**models, **parts}.items()},
               "training": {name: r.get("training", r["provenance"]) for name, r in {**models, **parts}.items()},
               "histories": {name: r.get("history", []) for name, r in {**models, **parts}.items()},
@@ -572,7 +591,9 @@ def merge_records(profile: str, run_dir, device, seed: int = 0) -> dict:
     return record
 
 
-REQUIRED = ("sims", "crn", "pix2pix", "ordering_accuracy", "retrieval", "transformation", "canvas")
+REQUIRED = ("ordering_accuracy", "retrieval", "transformation", "canvas")
+"""Besides every model of :data:`MODEL_NAMES`; the CRN-chapter baselines are optional (the claims
+that need them are then "not measured")."""
 
 
 def read_record(profile: str, run_dir=None) -> dict:
@@ -584,6 +605,10 @@ def read_record(profile: str, run_dir=None) -> dict:
     if missing:
         raise ValueError(f"{path} has no record of {missing}; run `python -m labkit.papers.sims_runs --profile "
                          f"{profile}`")
+    if record.get("stale"):
+        raise ValueError(f"{path}: {record['stale']} were scored with a network that was retrained since; rerun "
+                         f"`python -m labkit.papers.sims_runs --profile {profile} --parts synthesis --models "
+                         f"{' '.join(record['stale'])}`")
     return record
 
 
@@ -657,11 +682,12 @@ def claims(record: dict) -> list[dict]:
     def ordering():
         o = m["ordering"]
         return ("The ordering network predicts which object is in front, and that helps the canvas",
-                f"accuracy {o['accuracy']:.3f} on {o['test_pairs']} test pairs (chance 0.5; the rule 'lower bottom "
-                f"edge is nearer': {o['bottom_edge_rule_accuracy']:.3f}); images: Fréchet {fid('sims'):.2f} vs "
+                f"accuracy {o['accuracy']:.3f} on {o['test_pairs']} test pairs, against chance (0.5) and the rule "
+                f"'lower bottom edge is nearer' ({o['bottom_edge_rule_accuracy']:.3f}); images: Fréchet {fid('sims'):.2f} vs "
                 f"{fid('sims_no_ordering'):.2f} with a random order, FCN-mIoU {miou('sims'):.3f} vs "
                 f"{miou('sims_no_ordering'):.3f}",
-                verdict(o["accuracy"] > 0.5, fid("sims") < fid("sims_no_ordering"), miou("sims") > miou("sims_no_ordering")))
+                verdict(o["accuracy"] > 0.5, o["accuracy"] > o["bottom_edge_rule_accuracy"],
+                        fid("sims") < fid("sims_no_ordering"), miou("sims") > miou("sims_no_ordering")))
 
     rows = []
     for check in (realism, fidelity, synthesis_needed, simulations, context, transformation, ordering):
