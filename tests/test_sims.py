@@ -469,3 +469,15 @@ def test_baselines_without_an_export_of_the_profiles_size_are_left_out(tmp_path)
     record = sims_runs.run("smoke", parts=("synthesis",), models=("crn",), run_dir=tmp_path, progress=False,
                            device="cpu")
     assert "crn" not in record["metrics"]
+
+
+def test_random_affine_rotates_in_pixels_about_the_segment_centre():
+    mask = torch.zeros(1, 1, 32, 64)
+    mask[0, 0, 10:20, 40:52] = 1
+    theta = sims.random_affine(mask, np.random.default_rng(0), scale=0.0, rotation_degrees=30.0, shift=0.0)[0].double()
+    to_pixels = torch.diag(torch.tensor([64 / 2, 32 / 2], dtype=torch.float64))
+    linear = to_pixels @ theta[:, :2] @ torch.linalg.inv(to_pixels)
+    assert torch.allclose(linear @ linear.T, torch.eye(2, dtype=torch.float64), atol=1e-6), "a rotation, not a shear"
+    assert not torch.allclose(linear, torch.eye(2, dtype=torch.float64), atol=1e-3)
+    centre = torch.tensor([(40 + 52) / 64 - 1, (10 + 20) / 32 - 1], dtype=torch.float64)
+    assert torch.allclose(theta[:, :2] @ centre + theta[:, 2], centre, atol=1e-6)
