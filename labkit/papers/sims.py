@@ -259,6 +259,7 @@ class SegmentMemory:
 
     def __post_init__(self):
         self.grid_areas = self.grid_masks.sum(1)
+        self.grid_context_areas = (self.grid_context != 255).sum(1)
         self.by_class = [torch.nonzero(self.class_ids == c).flatten() for c in range(NUM_CLASSES)]
 
     def __len__(self) -> int:
@@ -410,15 +411,17 @@ def retrieval_scores(memory: SegmentMemory, class_id: int, query_mask: torch.Ten
     candidates = memory.by_class[int(class_id)]
     if allowed_scenes is not None:
         candidates = candidates[allowed_scenes[memory.scene_ids[candidates]]]
-    masks = memory.grid_masks[candidates]
-    intersection = (masks & query_mask).sum(1)
-    union = memory.grid_areas[candidates] + query_mask.sum() - intersection
+    # only the query's own cells are read: |A ∧ B| from them, |A ∨ B| = |A| + |B| − |A ∧ B|
+    mask_cells = torch.nonzero(query_mask).flatten()
+    intersection = memory.grid_masks[candidates[:, None], mask_cells[None, :]].sum(1)
+    union = memory.grid_areas[candidates] + len(mask_cells) - intersection
     scores = intersection.double() / union.clamp(min=1).double()
     if score == "mask+context":
-        context = memory.grid_context[candidates]
-        in_candidate, in_query = context != 255, query_context != 255
-        agree = (in_candidate & in_query & (context == query_context)).sum(1)
-        either = (in_candidate | in_query).sum(1)
+        context_cells = torch.nonzero(query_context != 255).flatten()
+        context = memory.grid_context[candidates[:, None], context_cells[None, :]]
+        agree = (context == query_context[context_cells]).sum(1)
+        both = (context != 255).sum(1)
+        either = memory.grid_context_areas[candidates] + len(context_cells) - both
         scores = scores + agree.double() / either.clamp(min=1).double()
     return candidates, scores
 
@@ -1088,29 +1091,37 @@ def paste_order(query: QueryLayout, regions: torch.Tensor, orderer: OrderingNetw
     return stuff + sorted(things, key=lambda k: (rank[k], k))
 
 
-def build_canvas(label, memory: SegmentMemory, transformer: SegmentTransformer | None = None,
-                 orderer: OrderingNetwork | None = None, score: str = "mask+context", rank: int = 0,
-                 paste_margin: int = 2, seed: int = 0) -> Canvas:
-    """Retrieve, align, order and paste: the canvas of a layout ``label`` (H, W).
-
-    ``rank``: paste each component's ``rank``-th best segment (0 = the best;
-    the last one when a class has fewer candidates), a way to get different
-    canvases for one layout. Each aligned segment is
-    pasted where its warped mask is on and within ``paste_margin`` pixels of
-    its component.
-    """
-    check_score(score)
+def retrieve_for_layout(label, memory: SegmentMemory, score: str = "mask+context", rank: int = 0):
+    """(query layout, retrieved memory index per component or None, its score): the search
+    half of :func:`build_canvas`. ``rank``-th best per component, the last one when fewer."""
     query = query_layout(label, memory)
-    height, width = memory.size
-    n = len(query)
     retrieved, scores = [], []
-    for k in range(n):
+    for k in range(len(query)):
         found, values = retrieve(memory, int(query.class_ids[k]), query.grid_masks[k], query.grid_context[k],
                                  k=rank + 1, score=score)
         if len(found) == 0:
             retrieved.append(None), scores.append(float("nan"))
         else:
             retrieved.append(int(found[-1])), scores.append(float(values[-1]))
+    return query, retrieved, scores
+
+
+def build_canvas(label, memory: SegmentMemory, transformer: SegmentTransformer | None = None,
+                 orderer: OrderingNetwork | None = None, score: str = "mask+context", rank: int = 0,
+                 paste_margin: int = 2, seed: int = 0, retrieval=None) -> Canvas:
+    """Retrieve, align, order and paste: the canvas of a layout ``label`` (H, W).
+
+    ``rank``: paste each component's ``rank``-th best segment (0 = the best;
+    the last one when a class has fewer candidates), a way to get different
+    canvases for one layout. Each aligned segment is
+    pasted where its warped mask is on and within ``paste_margin`` pixels of
+    its component. ``retrieval``: the (query, retrieved, scores) of an earlier
+    call with the same label, score and rank (:func:`retrieve_for_layout`), to skip the search.
+    """
+    check_score(score)
+    query, retrieved, scores = retrieval or retrieve_for_layout(label, memory, score, rank)
+    height, width = memory.size
+    n = len(query)
     have = [k for k in range(n) if retrieved[k] is not None]
     canvas = torch.zeros(3, height, width)
     filled = torch.zeros(height, width, dtype=torch.bool)

@@ -47,6 +47,7 @@ from .crn import FeatureMatchingLoss
 from .sims import (CHAPTER, MODEL_NAMES, PROFILES, SIMULATIONS, OrderingNetwork, SegmentMemory, SegmentTransformer,
                    SimulatedCanvases, SIMSTrainer, SynthesisNetwork, build_canvas, coverage, misaligned_batch,
                    bottom_edge_rule, mask_iou, ordering_accuracy, ordering_pairs, query_layout, retrieve, retrieve_loop,
+                   retrieve_for_layout,
                    transformation_loss)
 
 PARTS = ("retrieval", "transformer", "ordering", "synthesis")
@@ -215,14 +216,18 @@ class CanvasCache:
 
     def __init__(self, memory: SegmentMemory, transformer, orderer, paste_margin: int, seed: int = 0):
         self.memory, self.transformer, self.orderer = memory, transformer, orderer
-        self.paste_margin, self.seed, self.store = paste_margin, seed, {}
+        self.paste_margin, self.seed, self.store, self.searches = paste_margin, seed, {}, {}
 
     def get(self, label: torch.Tensor, score="mask+context", transform=True, order=True):
-        key = (label.numpy().tobytes(), score, transform, order)
+        layout_key = label.numpy().tobytes()
+        key = (layout_key, score, transform, order)
         if key not in self.store:
+            if (layout_key, score) not in self.searches:   # the search is shared by the canvas variants
+                self.searches[layout_key, score] = retrieve_for_layout(label, self.memory, score)
             self.store[key] = build_canvas(label, self.memory, self.transformer if transform else None,
                                            self.orderer if order else None, score=score,
-                                           paste_margin=self.paste_margin, seed=self.seed)
+                                           paste_margin=self.paste_margin, seed=self.seed,
+                                           retrieval=self.searches[layout_key, score])
         return self.store[key]
 
 
