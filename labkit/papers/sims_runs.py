@@ -301,7 +301,7 @@ def benchmark_retrieval(settings: dict, seed: int = 0, progress: bool = True) ->
                      "vectorised_ms": 1000 * float(np.mean(vectorised)), "loop_ms": 1000 * float(np.mean(looped)),
                      "speedup": float(np.mean(looped) / np.mean(vectorised)), "identical_top_k": bool(identical)})
         if progress:
-            print(f"retrieval over {len(memory):,} segments: {rows[-1]['vectorised_ms']:.2f} ms vectorised, "
+            print(f"retrieval over {len(memory):,} segments: {rows[-1]['vectorised_ms']:.3f} ms vectorised, "
                   f"{rows[-1]['loop_ms']:.1f} ms loop, identical: {identical}")
     return {"rows": rows, "memory_scenes": scenes, "threads": torch.get_num_threads()}
 
@@ -449,7 +449,7 @@ def run(profile: str = "book", parts=PARTS, models=None, device="auto",
                         "history": [] if result is None or name not in TRAINED_MODELS else result.history})
             if progress:
                 print(f"{name}: FCN-mIoU {scores['fcn_miou']:.3f}, pixel accuracy {scores['fcn_pixel_accuracy']:.3f}, "
-                      f"Fréchet {scores['frechet_distance']:.2f}")
+                      f"Fréchet {scores['frechet_distance']:.3f}")
         if needs_canvases:
             _, labels = render_batch(settings["size"], settings["eval_scenes"], split="test", seed=seed)
             started = time.monotonic()
@@ -640,8 +640,8 @@ def claims(record: dict) -> list[dict]:
 
     def realism():
         return ("SIMS is more realistic than CRN (SPADE on Cityscapes: FID 49.7 vs 104.7)",
-                f"Fréchet {fid('sims'):.2f} vs CRN {fid('crn'):.2f} (all outputs) and {fid('crn', True):.2f} "
-                f"(best output); vs pix2pix {fid('pix2pix'):.2f}",
+                f"Fréchet {fid('sims'):.3f} vs CRN {fid('crn'):.3f} (all outputs) and {fid('crn', True):.3f} "
+                f"(best output); vs pix2pix {fid('pix2pix'):.3f}",
                 verdict(fid("sims") < fid("crn"), fid("sims") < fid("crn", True)))
 
     def fidelity():
@@ -652,15 +652,15 @@ def claims(record: dict) -> list[dict]:
 
     def synthesis_needed():
         return ("The synthesis network is needed: the canvas alone is not an image",
-                f"canvas alone: FCN-mIoU {miou('canvas_only'):.3f}, Fréchet {fid('canvas_only'):.2f}; after "
-                f"synthesis: {miou('sims'):.3f}, {fid('sims'):.2f}",
+                f"canvas alone: FCN-mIoU {miou('canvas_only'):.3f}, Fréchet {fid('canvas_only'):.3f}; after "
+                f"synthesis: {miou('sims'):.3f}, {fid('sims'):.3f}",
                 verdict(fid("sims") < fid("canvas_only"), miou("sims") > miou("canvas_only")))
 
     def simulations():
         names = [s for s in SIMULATIONS if f"sims_no_{s}" in m]
         return ("Each canvas simulation (stenciling, colour transfer, boundary elision) helps",
-                "; ".join(f"without {s.replace('_', ' ')}: Fréchet {fid(f'sims_no_{s}'):.2f}, FCN-mIoU "
-                          f"{miou(f'sims_no_{s}'):.3f}" for s in names) + f" (all: {fid('sims'):.2f}, {miou('sims'):.3f})",
+                "; ".join(f"without {s.replace('_', ' ')}: Fréchet {fid(f'sims_no_{s}'):.3f}, FCN-mIoU "
+                          f"{miou(f'sims_no_{s}'):.3f}" for s in names) + f" (all: {fid('sims'):.3f}, {miou('sims'):.3f})",
                 verdict(*[fid("sims") < fid(f"sims_no_{s}") for s in names],
                         *[miou("sims") > miou(f"sims_no_{s}") for s in names]))
 
@@ -670,7 +670,7 @@ def claims(record: dict) -> list[dict]:
                 f"context IoU of the retrieved segments {quality['mask+context']['context_iou']:.3f} vs "
                 f"{quality['mask']['context_iou']:.3f} with the mask alone (mask IoU "
                 f"{quality['mask+context']['mask_iou']:.3f} vs {quality['mask']['mask_iou']:.3f}); images: Fréchet "
-                f"{fid('sims'):.2f} vs {fid('sims_mask_only_retrieval'):.2f}, FCN-mIoU {miou('sims'):.3f} vs "
+                f"{fid('sims'):.3f} vs {fid('sims_mask_only_retrieval'):.3f}, FCN-mIoU {miou('sims'):.3f} vs "
                 f"{miou('sims_mask_only_retrieval'):.3f}",
                 verdict(fid("sims") < fid("sims_mask_only_retrieval"), miou("sims") > miou("sims_mask_only_retrieval")))
 
@@ -679,7 +679,7 @@ def claims(record: dict) -> list[dict]:
         return ("The transformation network aligns retrieved segments and improves the result",
                 f"simulated misalignments: mask IoU {t['simulated_iou_before']:.3f} → {t['simulated_iou_after']:.3f}; "
                 f"retrieved test segments: {canvas['retrieved_iou_before']:.3f} → {canvas['retrieved_iou_after']:.3f}; "
-                f"images: Fréchet {fid('sims'):.2f} vs {fid('sims_no_transformation'):.2f} without it, FCN-mIoU "
+                f"images: Fréchet {fid('sims'):.3f} vs {fid('sims_no_transformation'):.3f} without it, FCN-mIoU "
                 f"{miou('sims'):.3f} vs {miou('sims_no_transformation'):.3f}",
                 verdict(canvas["retrieved_iou_after"] > canvas["retrieved_iou_before"],
                         fid("sims") < fid("sims_no_transformation"), miou("sims") > miou("sims_no_transformation")))
@@ -688,8 +688,8 @@ def claims(record: dict) -> list[dict]:
         o = m["ordering"]
         return ("The ordering network predicts which object is in front, and that helps the canvas",
                 f"accuracy {o['accuracy']:.3f} on {o['test_pairs']} test pairs, against chance (0.5) and the rule "
-                f"'lower bottom edge is nearer' ({o['bottom_edge_rule_accuracy']:.3f}); images: Fréchet {fid('sims'):.2f} vs "
-                f"{fid('sims_no_ordering'):.2f} with a random order, FCN-mIoU {miou('sims'):.3f} vs "
+                f"'lower bottom edge is nearer' ({o['bottom_edge_rule_accuracy']:.3f}); images: Fréchet {fid('sims'):.3f} vs "
+                f"{fid('sims_no_ordering'):.3f} with a random order, FCN-mIoU {miou('sims'):.3f} vs "
                 f"{miou('sims_no_ordering'):.3f}",
                 verdict(o["accuracy"] > 0.5, o["accuracy"] > o["bottom_edge_rule_accuracy"],
                         fid("sims") < fid("sims_no_ordering"), miou("sims") > miou("sims_no_ordering")))
