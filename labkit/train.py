@@ -253,11 +253,12 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Call
 
     began = time.monotonic()
 
-    def save(step):
+    def save(step, wall_time_s=None):
         if checkpoint is None or rank != 0:
             return
+        wall_time_s = time_before + time.monotonic() - began if wall_time_s is None else wall_time_s
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                 "history": history, "wall_time_s": time_before + time.monotonic() - began,
+                 "history": history, "wall_time_s": wall_time_s,
                  "config": config, **_random_states()}
         if extra_optimizers:
             state["extra_optimizers"] = {name: extra.state_dict() for name, extra in extra_optimizers.items()}
@@ -302,10 +303,12 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Call
                 save(step)
     finally:
         bar.close()
-    save(step)
+    # the wall time returned is the one the checkpoint keeps, so a resumed run's total never falls below it
+    wall_time_s = time_before + time.monotonic() - began
+    save(step, wall_time_s)
     model.eval()
     return FitResult(steps_done=step, finished=step >= steps, history=history,
-                     wall_time_s=time_before + time.monotonic() - began, resumed_from=start_step)
+                     wall_time_s=wall_time_s, resumed_from=start_step)
 
 
 def _random_states() -> dict:

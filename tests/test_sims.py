@@ -339,7 +339,7 @@ def test_synthesis_loss_decreases_on_one_batch(simulated):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert {"feature_matching", "cross_entropy"} <= set(logs)
     assert losses[-1] < 0.7 * losses[0]
 
