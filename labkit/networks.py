@@ -55,6 +55,14 @@ class LayerNorm2d(nn.GroupNorm):
         super().__init__(1, channels, eps=eps, affine=True)
 
 
+def conv_layernorm_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """2 × [3×3 conv → :class:`LayerNorm2d` → LeakyReLU(0.2)]: the block of CRN's
+    refinement modules and of SIMS' networks (both follow the official TF code)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1), LayerNorm2d(out_channels), nn.LeakyReLU(0.2),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1), LayerNorm2d(out_channels), nn.LeakyReLU(0.2))
+
+
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable) parameters of ``module``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

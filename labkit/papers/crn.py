@@ -36,7 +36,7 @@ from torch import nn
 
 from ..data import NUM_CLASSES
 from ..features import FeatureExtractor, VGG19Features
-from ..networks import LayerNorm2d, check_layout_input, count_parameters, resize_layout
+from ..networks import LayerNorm2d, check_layout_input, conv_layernorm_block, resize_layout
 
 CHAPTER = "crn"
 BASE_SIZE = (4, 8)
@@ -120,9 +120,7 @@ class RefinementModule(nn.Module):
 
     def __init__(self, previous_width: int, num_classes: int, width: int):
         super().__init__()
-        self.layers = nn.Sequential(
-            nn.Conv2d(previous_width + num_classes, width, 3, padding=1), LayerNorm2d(width), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, width, 3, padding=1), LayerNorm2d(width), nn.LeakyReLU(0.2))
+        self.layers = conv_layernorm_block(previous_width + num_classes, width)
 
     def forward(self, previous: torch.Tensor | None, layout: torch.Tensor, size) -> torch.Tensor:
         inputs = [resize_layout(layout, size)]

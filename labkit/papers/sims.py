@@ -42,11 +42,12 @@ from torch import nn
 
 from ..checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from ..data import INSTANCE_CLASSES, NUM_CLASSES, StreetScenes, check_label_map, check_size
-from ..networks import LayerNorm2d, check_layout_input, one_hot_layout
+from ..networks import check_layout_input, conv_layernorm_block, one_hot_layout
 from .crn import FeatureMatchingLoss
 
 CHAPTER = "sims"
 PAPER_SIZE = (256, 512)
+PAPER_EPOCHS = 800             # synthesis_256_512.py: 800 epochs at 256p, batch 1
 PAPER_MIN_AREA = 1000          # search_segments.m: components larger than 1000 px at 256×512
 CONTEXT_MARGIN = 0.25          # the context box: the segment's box grown by this fraction on each side
 CROSS_ENTROPY_WEIGHT = 10.0    # synthesis_256_512.py: 10 × cross-entropy of the predicted label map
@@ -131,7 +132,7 @@ def _deviations() -> list[str]:
         "6 stages of 64 … 512; the feature-matching loss uses the judge's features with calibrated layer "
         "weights (see the CRN chapter) instead of VGG-19.",
         f"Schedule: {book['synthesis_steps']:,} steps of batch {book['batch_size']} at learning rate "
-        f"{book['learning_rate']:g} (book) instead of 800 epochs of batch 1 with the official warm-up "
+        f"{book['learning_rate']:g} (book) instead of {PAPER_EPOCHS} epochs of batch 1 with the official warm-up "
         "min(1e-6·1.1^(e−1), 1e-3).",
         "Elided boundary pixels are left empty like every other hole (black, filled mask 0); the paper "
         "replaces them with white and only the pixels outside segments with black. Our network is told which "
@@ -494,11 +495,6 @@ def query_layout(label, memory: SegmentMemory) -> QueryLayout:
 # --------------------------------------------------------------------------- networks
 
 
-def _conv_block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), LayerNorm2d(cout), nn.LeakyReLU(0.2),
-                         nn.Conv2d(cout, cout, 3, padding=1), LayerNorm2d(cout), nn.LeakyReLU(0.2))
-
-
 class _PooledEncoder(nn.Module):
     """VGG-like: per stage 2 × [conv → layer norm → LReLU 0.2], then 2×2 average pooling.
     At the end a global average pool → (N, widths[-1]), or with ``flatten`` the
@@ -508,7 +504,7 @@ class _PooledEncoder(nn.Module):
         super().__init__()
         stages, previous = [], in_channels
         for width in widths:
-            stages += [_conv_block(previous, width), nn.AvgPool2d(2)]
+            stages += [conv_layernorm_block(previous, width), nn.AvgPool2d(2)]
             previous = width
         self.stages, self.flatten = nn.Sequential(*stages), flatten
 
@@ -838,12 +834,12 @@ class SynthesisNetwork(nn.Module):
         self.encoder = nn.ModuleList()
         previous = num_classes + 4
         for width in widths:
-            self.encoder.append(_conv_block(previous, width))
+            self.encoder.append(conv_layernorm_block(previous, width))
             previous = width
         self.pool = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
         self.decoder = nn.ModuleList()
         for i in range(len(widths) - 2, -1, -1):
-            self.decoder.append(_conv_block(previous + widths[i] + num_classes, widths[i]))
+            self.decoder.append(conv_layernorm_block(previous + widths[i] + num_classes, widths[i]))
             previous = widths[i]
         self.to_image = nn.Conv2d(previous, 3, 1)
         self.to_label = nn.Conv2d(previous, num_classes, 1)
