@@ -1,0 +1,534 @@
+"""The SRN chapter's recorded runs: SRN, its ablations and the baselines.
+
+    python -m labkit.papers.srn_runs --profile book --export      # every model
+    python -m labkit.papers.srn_runs --profile full --device cuda --max-minutes 60
+    python -m labkit.papers.srn_runs --profile book --models srn_no_cn
+
+Each trained model runs the paper's two phases resumably: reconstruction alone
+(``<run dir>/train/<model>_pretrain.pt``), then fine-tuning with ID-MRF and the
+two WGAN-GP critics (``train/<model>_finetune.pt``). Run the same command again
+to continue an interrupted run. Every model is scored by
+:func:`evaluate_extrapolation` on the same test scenes and the four placements,
+and recorded in ``models/<model>.json``; ``metrics.json`` merges them.
+``--export`` writes ``srn`` and ``srn_pretrain`` in float16 to
+``checkpoints/srn_<profile>.pt`` for the notebook's "load, don't train" path.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoints import CheckpointError, atomic_write_bytes, load_checkpoint, read_json, save_checkpoint, write_json
+from ..data import render_batch
+from ..features import load_feature_extractor
+from ..metrics import confusion_matrix, frechet_distance, scores_from_confusion
+from ..networks import count_parameters
+from ..synthesis import training_scenes
+from ..train import REPO_ROOT, choose_device, fit, provenance, reports_dir, select_profile, setup
+from .srn import (CHAPTER, MODEL_NAMES, MODEL_SPECS, MRF_LAYERS, PAPER_BETAS, PLACEMENTS, PROFILES,
+                  ExtrapolationNetwork, IDMRFLoss, SRNTrainer, crop_known, known_box, reflect_extrapolation,
+                  unknown_mask)
+
+COMMITTED_RECORD = REPO_ROOT / "reports" / "book" / CHAPTER / "metrics.json"
+EXPORTED_MODELS = ("srn", "srn_pretrain")
+METRIC_KEYS = ("psnr_unknown", "ssim_unknown", "fcn_miou_unknown", "fcn_pixel_accuracy_unknown", "frechet_distance",
+               "colour_error_unknown", "edge_sharpness_unknown")
+
+
+def check_model_name(name: str) -> str:
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
+    return name
+
+
+def spec_of(name: str) -> dict:
+    spec = MODEL_SPECS[check_model_name(name)]
+    return MODEL_SPECS[spec["same_as"]] if "same_as" in spec else spec
+
+
+def network_of(name: str) -> str:
+    """The trained network a model uses (``srn_pretrain`` uses ``srn``'s first phase)."""
+    return MODEL_SPECS[check_model_name(name)].get("same_as", name)
+
+
+def build_generator(name: str, settings: dict) -> ExtrapolationNetwork:
+    spec = spec_of(name)
+    if not spec.get("generator"):
+        raise ValueError(f"model {name!r} has no network")
+    return ExtrapolationNetwork(spec["generator"], settings["width"], spec["expansion"], spec["context_norm"])
+
+
+def extrapolation_batch(scenes, step: int, batch_size: int, seed: int = 0) -> dict:
+    """The batch of training step ``step``: random training scenes (flipped at random),
+    and the placement ``PLACEMENTS[step mod 4]``. A function of (seed, step) only."""
+    from ..synthesis import scene_batch
+
+    images = scene_batch(scenes, step, batch_size, seed=seed)["image"]
+    return {"image": images, "placement": PLACEMENTS[step % len(PLACEMENTS)]}
+
+
+def _config(name: str, phase: str, settings: dict, seed: int) -> dict:
+    plain = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items() if k != "eval_scenes"}
+    return {"model": name, "phase": phase, "seed": seed, **plain}
+
+
+def train_model(name: str, settings: dict, device, run_dir: Path, max_minutes: float | None = None,
+                progress: bool = True, seed: int = 0, phases=("pretrain", "finetune")):
+    """Train (or resume, or load) network ``name`` through ``phases``; returns
+    (generator, {phase: FitResult}). ``max_minutes`` bounds the whole call."""
+    spec = spec_of(name)
+    device = torch.device(device)
+    torch.manual_seed(seed)   # the same initial weights whichever models ran before in this process
+    generator = build_generator(name, settings).to(device)
+    scenes = training_scenes(settings["size"], settings["train_scenes"], seed=seed)
+    batch_size, pretrain_steps = settings["batch_size"], settings["pretrain_steps"]
+    mrf = None
+    if "finetune" in phases:
+        kind = settings.get("features", "auto")
+        extractor = load_feature_extractor(kind, layers=None if kind == "auto" else MRF_LAYERS[kind],
+                                           device=device, verbose=progress)
+        if len(extractor.layer_names) != 2:   # "auto" picked one: rebuild with its two ID-MRF layers
+            extractor = load_feature_extractor(extractor.name, layers=MRF_LAYERS[extractor.name], device=device,
+                                               verbose=False)
+        mrf = IDMRFLoss(extractor)
+    torch.manual_seed(seed + 1)
+    trainer = SRNTrainer(generator, settings["size"], spec["reconstruction"], settings["rsv_kernel"],
+                         settings["critic_width"], mrf=mrf, critic_steps=settings["critic_steps"]).to(device)
+    betas = PAPER_BETAS
+    optimizer = torch.optim.Adam(generator.parameters(), lr=settings["learning_rate"], betas=betas)
+    began = time.monotonic()
+
+    def left():
+        return None if max_minutes is None else max(0.0, max_minutes - (time.monotonic() - began) / 60)
+
+    def batch_for(offset, images_per_step=batch_size):
+        return lambda step: {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                             for k, v in extrapolation_batch(scenes, offset + step, images_per_step, seed).items()}
+
+    def unwrapped(model):   # under torchrun fit passes the DDP wrapper
+        return getattr(model, "module", model)
+
+    results = {}
+    results["pretrain"] = fit(trainer, optimizer, batch_for(0), lambda m, b: unwrapped(m).pretrain_loss(b),
+                              steps=pretrain_steps, checkpoint=Path(run_dir) / "train" / f"{name}_pretrain.pt",
+                              max_minutes=left(), progress=progress, description=f"{name} pretrain",
+                              config=_config(name, "pretrain", settings, seed))
+    if "finetune" in phases and results["pretrain"].finished:
+        critic_optimizer = torch.optim.Adam(trainer.critic_parameters(), lr=settings["learning_rate"], betas=betas)
+        optimizer = torch.optim.Adam(generator.parameters(), lr=settings["learning_rate"], betas=betas)
+        # each critic step sees its own images (the official code draws a batch per session run)
+        results["finetune"] = fit(trainer, optimizer, batch_for(pretrain_steps, batch_size * settings["critic_steps"]),
+                                  lambda m, b: unwrapped(m).finetune_loss(b, critic_optimizer),
+                                  steps=settings["finetune_steps"],
+                                  checkpoint=Path(run_dir) / "train" / f"{name}_finetune.pt",
+                                  max_minutes=left(), progress=progress, description=f"{name} fine-tune",
+                                  config=dict(_config(name, "finetune", settings, seed),
+                                              mrf_features=mrf.extractor.describe()),
+                                  extra_optimizers={"critic": critic_optimizer})
+    generator.eval()
+    return generator, results
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def extrapolator(name: str, generator: ExtrapolationNetwork | None):
+    """(known (N, 3, h, w), placement) → full image (N, 3, H, W) in [0, 1] for model ``name``."""
+    if name == "reflect":
+        return reflect_extrapolation
+    return lambda known, placement: generator(known, placement)
+
+
+def complete_images(extrapolate, images: torch.Tensor, placement: str, device="cpu", batch_size: int = 32):
+    """Run ``extrapolate`` on the known regions of ``images`` (N, 3, H, W) and paste the
+    known pixels back: the completed images (N, 3, H, W) on the CPU."""
+    mask = unknown_mask(images.shape[-2:], placement)
+    outputs = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            chunk = images[i:i + batch_size]
+            predicted = extrapolate(crop_known(chunk, placement).to(device), placement).float().cpu().clamp(0, 1)
+            if predicted.shape != chunk.shape:
+                raise ValueError(f"extrapolation of {placement!r} returned {tuple(predicted.shape)}, "
+                                 f"expected {tuple(chunk.shape)}")
+            outputs.append(predicted * mask + chunk * (1 - mask))
+    return torch.cat(outputs)
+
+
+def label_boundaries(labels: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) → (N, H, W) bool: pixels whose right or lower neighbour has another class."""
+    edges = torch.zeros_like(labels, dtype=torch.bool)
+    edges[:, :, :-1] |= labels[:, :, :-1] != labels[:, :, 1:]
+    edges[:, :-1, :] |= labels[:, :-1, :] != labels[:, 1:, :]
+    return edges
+
+
+def gradient_magnitude(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) → (N, H, W): |∇| of the grey image by forward differences (0 on the last row/column)."""
+    grey = images.mean(dim=1)
+    dx = torch.zeros_like(grey)
+    dy = torch.zeros_like(grey)
+    dx[:, :, :-1] = grey[:, :, 1:] - grey[:, :, :-1]
+    dy[:, :-1, :] = grey[:, 1:, :] - grey[:, :-1, :]
+    return (dx ** 2 + dy ** 2).sqrt()
+
+
+def unknown_region_scores(completed: torch.Tensor, real: torch.Tensor, labels: torch.Tensor, placement: str,
+                          judge) -> dict:
+    """Scores of completed images (N, 3, H, W) against the real ones on the unknown region.
+
+    - ``psnr_unknown``: per image, 10·log10(1 / MSE over the unknown pixels), averaged (dB);
+    - ``ssim_unknown``: the SSIM map (Gaussian window 11) averaged over the unknown pixels;
+    - ``fcn_miou_unknown`` / ``fcn_pixel_accuracy_unknown``: the judge's segmentation of the
+      completed image against the true layout, on the unknown pixels only;
+    - ``frechet_distance``: judge embeddings of the completed images against the real ones;
+    - ``colour_error_unknown``: |mean colour of the unknown region − the real one's|, averaged
+      over channels and images: does the extension keep the scene's lighting and tint?
+    - ``edge_sharpness_unknown``: mean |∇| of the output on the true layout's class boundaries in the
+      unknown region, over the same for the real image (1 = as sharp as the real scene; below 1 is
+      blur, above 1 ringing or noise). Differences reaching into the known region are left out, so
+      a seam does not count as sharpness. Claims compare |log| of it: closer to 1 is better.
+    """
+    from kornia.metrics import ssim as ssim_map
+
+    from ..metrics import _judge
+
+    mask = unknown_mask(real.shape[-2:], placement, len(real))
+    region = mask[:, 0].bool()
+    squared = ((completed - real) ** 2 * mask).sum(dim=(1, 2, 3)) / (3 * mask.sum(dim=(1, 2, 3)))
+    psnr = (10 * torch.log10(1 / squared.clamp_min(1e-10))).mean()
+    ssim = (ssim_map(completed, real, 11) * mask).sum() / (3 * mask.sum())
+    judge = _judge(judge, "cpu") if judge is None else judge
+    predictions = judge.predict(completed.to(next(judge.parameters()).device)).cpu()
+    scores = scores_from_confusion(confusion_matrix(predictions[region], labels[region]))
+    count = mask.sum(dim=(2, 3))
+    colour = (((completed * mask).sum(dim=(2, 3)) - (real * mask).sum(dim=(2, 3))) / count).abs().mean()
+    inside = region.clone()   # the pixel and the neighbours its forward differences read are all unknown
+    inside[:, :, :-1] &= region[:, :, 1:]
+    inside[:, :-1, :] &= region[:, 1:, :]
+    edges = label_boundaries(labels) & inside
+    sharpness = gradient_magnitude(completed)[edges].mean() / gradient_magnitude(real)[edges].mean().clamp_min(1e-8)
+    return {"psnr_unknown": float(psnr), "ssim_unknown": float(ssim), "fcn_miou_unknown": scores["miou"],
+            "fcn_pixel_accuracy_unknown": scores["pixel_accuracy"],
+            "frechet_distance": frechet_distance(completed, real, judge=judge),
+            "colour_error_unknown": float(colour), "edge_sharpness_unknown": float(sharpness)}
+
+
+def evaluate_extrapolation(extrapolate, size, count: int, device="cpu", judge=None, seed: int = 0,
+                           placements=PLACEMENTS) -> dict:
+    """Score ``extrapolate`` on the first ``count`` test scenes at ``size``, for each placement.
+
+    Returns the :func:`unknown_region_scores` averaged over the placements at the top
+    level and per placement under ``per_placement``. The Fréchet distance is computed
+    per placement (``count`` completed images against the same ``count`` real ones)
+    and averaged, so it is only comparable between runs with the same ``count``.
+    """
+    from ..metrics import _judge
+
+    real, labels = render_batch(size, count, split="test", seed=seed)
+    judge = _judge(judge, "cpu") if judge is None else judge
+    per_placement = {}
+    for placement in placements:
+        completed = complete_images(extrapolate, real, placement, device)
+        per_placement[placement] = unknown_region_scores(completed, real, labels, placement, judge)
+    mean = {key: float(np.mean([per_placement[p][key] for p in placements])) for key in METRIC_KEYS}
+    return {**mean, "per_placement": per_placement, "eval_scenes": count, "placements": list(placements)}
+
+
+def real_scene_reference(size, count: int, seed: int = 0) -> dict:
+    """What the real scenes score: the judge's FCN-mIoU on the true unknown regions (the
+    ceiling), and the Fréchet distance between ``count`` training and test scenes (the floor
+    that sampling noise alone gives at this set size)."""
+    from ..metrics import _judge
+
+    real, labels = render_batch(size, count, split="test", seed=seed)
+    train, _ = render_batch(size, count, split="train", seed=seed)
+    judge = _judge(None, "cpu")
+    predictions = judge.predict(real)
+    ceiling = {}
+    for placement in PLACEMENTS:
+        region = unknown_mask(size, placement, count)[:, 0].bool()
+        ceiling[placement] = scores_from_confusion(confusion_matrix(predictions[region], labels[region]))["miou"]
+    return {"fcn_miou_unknown": float(np.mean(list(ceiling.values()))), "fcn_miou_unknown_per_placement": ceiling,
+            "frechet_distance": frechet_distance(train, real, judge=judge), "eval_scenes": count}
+
+
+SAMPLE_SCENES = 2
+
+
+def save_sample_figure(name: str, extrapolate, settings: dict, path, device, seed: int = 0) -> Path:
+    """A PNG with the completed images of the first test scenes for every placement
+    (the known region framed), saved with the run so the chapter can show every
+    model without its weights."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from ..plotting import to_numpy_image
+
+    real, _ = render_batch(settings["size"], SAMPLE_SCENES, split="test", seed=seed)
+    with matplotlib.rc_context({"figure.dpi": 100}):
+        fig, axes = plt.subplots(SAMPLE_SCENES, len(PLACEMENTS), figsize=(2.4 * len(PLACEMENTS), 1.3 * SAMPLE_SCENES),
+                                 squeeze=False)
+        for col, placement in enumerate(PLACEMENTS):
+            completed = complete_images(extrapolate, real, placement, device)
+            top, left, h, w = known_box(settings["size"], placement)
+            for row in range(SAMPLE_SCENES):
+                ax = axes[row, col]
+                ax.imshow(np.clip(to_numpy_image(completed[row]), 0, 1))
+                ax.add_patch(matplotlib.patches.Rectangle((left - 0.5, top - 0.5), w, h, fill=False,
+                                                          edgecolor="yellow", linewidth=1))
+                ax.set_xticks([]), ax.set_yticks([])
+            axes[0, col].set_title(f"{name}: {placement}", fontsize=8)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", bbox_inches="tight")
+        plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+# --------------------------------------------------------------------------- runs
+
+def run(profile: str = "book", models=None, device="auto", max_minutes: float | None = None, run_dir=None,
+        export=False, progress: bool = True, seed: int = 0) -> dict:
+    """Train and score ``models`` (default: all); merge their records into ``<run dir>/metrics.json``.
+
+    ``max_minutes`` is the training budget of *each* network in this call (both phases).
+    ``export``: True writes ``checkpoints/srn_<profile>.pt``, a path writes there.
+    """
+    settings = select_profile(PROFILES, profile)
+    models = [check_model_name(name) for name in (MODEL_NAMES if models is None else models)]
+    device = choose_device(device) if isinstance(device, str) else torch.device(device)
+    run_dir = Path(run_dir) if run_dir is not None else reports_dir(profile, CHAPTER)
+    command = f"python -m labkit.papers.srn_runs --profile {profile}"
+    exported = {}
+    for name in models:
+        started = time.monotonic()
+        generator, results, training = None, {}, {"source": "no network: the known region mirrored"}
+        if name != "reflect":
+            phases = ("pretrain",) if name == "srn_pretrain" else ("pretrain", "finetune")
+            generator, results = train_model(network_of(name), settings, device, run_dir, max_minutes, progress,
+                                             seed, phases)
+            training = {phase: _training_record(run_dir, network_of(name), phase, result, profile, seed, device,
+                                                command + f" --models {network_of(name)}")
+                        for phase, result in results.items()}
+            if name in EXPORTED_MODELS:
+                exported[name] = generator
+        scores = evaluate_extrapolation(extrapolator(name, generator), settings["size"], settings["eval_scenes"],
+                                        device=device, seed=seed)
+        if generator is not None:
+            scores.update(parameters=count_parameters(generator), network=network_of(name),
+                          steps={p: r.steps_done for p, r in results.items()},
+                          finished=all(r.finished for r in results.values()) and len(results) == (
+                              1 if name == "srn_pretrain" else 2),
+                          train_seconds=round(sum(r.wall_time_s for r in results.values()), 1))
+        history = [dict(entry, phase=phase) for phase, r in results.items() for entry in r.history]
+        write_json(run_dir / "models" / f"{name}.json",
+                   {"metrics": scores, "provenance": provenance(profile, seed, device,
+                                                                wall_time_s=time.monotonic() - started,
+                                                                command=command + f" --models {name}"),
+                    "training": training, "history": history})
+        save_sample_figure(name, extrapolator(name, generator), settings, run_dir / "samples" / f"{name}.png",
+                           device, seed)
+        if progress:
+            print(f"{name}: " + ", ".join(f"{k} {scores[k]:.4g}" for k in METRIC_KEYS))
+    if export and set(EXPORTED_MODELS) <= set(exported):
+        path = exported_path(profile) if export is True else Path(export)
+        export_models(exported, settings, path)
+    return merge_records(profile, run_dir, device, seed)
+
+
+def _training_record(run_dir: Path, network: str, phase: str, result, profile, seed, device, command) -> dict:
+    """The provenance of the call that trained ``network``'s ``phase``, kept next to its
+    checkpoint (``train/<network>_<phase>.json``): rewritten when this call advanced the
+    training, read back when it only loaded a finished phase."""
+    path = Path(run_dir) / "train" / f"{network}_{phase}.json"
+    if result.steps_done > result.resumed_from or not path.is_file():
+        write_json(path, provenance(profile, seed, device, wall_time_s=result.wall_time_s, command=command,
+                                    steps=result.steps_done, finished=result.finished))
+    return read_json(path)
+
+
+def exported_path(profile: str) -> Path:
+    return REPO_ROOT / "checkpoints" / f"srn_{profile}.pt"
+
+
+def export_models(generators: dict, settings: dict, path) -> Path:
+    """``srn`` and ``srn_pretrain`` in float16, with the profile's settings."""
+    plain = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
+    state = {name: {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu()
+                    for k, v in generator.state_dict().items()} for name, generator in generators.items()}
+    return save_checkpoint(path, {"kind": "srn-generators", "settings": plain, "generators": state})
+
+
+def load_models(path, device="cpu") -> tuple[dict, dict]:
+    """({model name: generator in eval mode}, settings) from an export."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no exported SRN generators at {path}; train them with "
+                                "`python -m labkit.papers.srn_runs --profile book --export`")
+    state = load_checkpoint(path)
+    if state.get("kind") != "srn-generators" or not {"generators", "settings"} <= set(state):
+        raise CheckpointError(f"{path} is not an export of the SRN generators (expected keys kind, settings, "
+                              "generators)")
+    settings = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state["settings"].items()}
+    generators = {}
+    for name, weights in state["generators"].items():
+        generator = build_generator(name, settings)
+        try:
+            generator.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+        except RuntimeError as error:
+            raise CheckpointError(f"{path}: the {name} weights do not fit: {str(error).splitlines()[0]}") from error
+        generators[name] = generator.to(device).eval()
+    return generators, settings
+
+
+def merge_records(profile: str, run_dir, device, seed: int = 0) -> dict:
+    """Rebuild ``<run dir>/metrics.json`` from ``models/*.json``.
+
+    A model whose record was scored with training that has advanced since (its
+    ``train/<network>_<phase>.json`` differs from the one it copied) is listed as stale.
+    """
+    settings = select_profile(PROFILES, profile)
+    run_dir = Path(run_dir)
+    models = {p.stem: read_json(p) for p in sorted((run_dir / "models").glob("*.json"))}
+    stale = []
+    for name, r in models.items():
+        for phase, info in (r.get("training") or {}).items():
+            path = run_dir / "train" / f"{network_of(name)}_{phase}.json"
+            if isinstance(info, dict) and path.is_file() and read_json(path) != info:
+                stale.append(name)
+                break
+    record = {"metrics": {name: r["metrics"] for name, r in models.items()}, "stale": sorted(stale),
+              "runs": {name: r["provenance"] for name, r in models.items()},
+              "training": {name: r.get("training") for name, r in models.items()},
+              "histories": {name: r.get("history", []) for name, r in models.items()},
+              "reference": {"real_scenes": real_scene_reference(settings["size"], settings["eval_scenes"], seed)},
+              "provenance": provenance(profile, seed, device, models=sorted(models))}
+    write_json(run_dir / "metrics.json", record)
+    return record
+
+
+REQUIRED_MODELS = ("srn", "srn_no_cn", "srn_l1", "srn_confidence", "srn_deconv", "srn_hr", "ed", "reflect")
+
+
+def read_record(profile: str, run_dir=None) -> dict:
+    """The recorded runs of ``profile``: the committed book record, or ``<run dir>/metrics.json``."""
+    path = (COMMITTED_RECORD if profile == "book" and run_dir is None
+            else Path(run_dir or reports_dir(profile, CHAPTER)) / "metrics.json")
+    if not path.is_file():
+        raise FileNotFoundError(f"no SRN record at {path}; run `python -m labkit.papers.srn_runs --profile {profile}`")
+    record = read_json(path)
+    missing = [name for name in REQUIRED_MODELS if name not in record.get("metrics", {})]
+    if missing:
+        raise ValueError(f"{path} has no record of {missing}; run `python -m labkit.papers.srn_runs --profile "
+                         f"{profile} --models {' '.join(missing)}`")
+    if record.get("stale"):
+        raise ValueError(f"{path}: {record['stale']} were scored before their network trained further; rerun "
+                         f"`python -m labkit.papers.srn_runs --profile {profile} --models {' '.join(record['stale'])}`")
+    return record
+
+
+COMPARED = (("psnr_unknown", "PSNR", +1), ("ssim_unknown", "SSIM", +1), ("fcn_miou_unknown", "FCN-mIoU", +1),
+            ("frechet_distance", "Fréchet", -1))
+
+
+def claims(record: dict) -> list[dict]:
+    """The chapter's claims, each checked against a record by explicit comparisons.
+
+    Rows {"claim", "evidence", "verdict"}: "holds" when every comparison favours the
+    claim, "does not hold" when none does, "mixed" otherwise, "not measured" when the
+    record lacks a model it needs. Never typed by hand. Higher PSNR, SSIM and FCN-mIoU
+    are better; lower Fréchet distance and colour error are better; an edge-sharpness
+    ratio nearer 1 (in log terms) is better.
+    "Comparable fidelity" means a PSNR within 0.5 dB.
+    """
+    m = record["metrics"]
+
+    def verdict(*tests):
+        return "holds" if all(tests) else "does not hold" if not any(tests) else "mixed"
+
+    def better(a, b, key, sign):
+        if key == "edge_sharpness_unknown":   # as sharp as the real scene (ratio 1) is best
+            return abs(math.log(max(m[a][key], 1e-8))) < abs(math.log(max(m[b][key], 1e-8)))
+        return (m[a][key] - m[b][key]) * sign > 0
+
+    def compare(a, b):
+        return ", ".join(f"{label} {m[a][key]:.3f} vs {m[b][key]:.3f}" for key, label, _ in COMPARED)
+
+    def beats(a, b):
+        return [better(a, b, key, sign) for key, _, sign in COMPARED]
+
+    def context_norm():
+        return ("CN improves colour and texture consistency between the known and the extrapolated region",
+                f"colour error {m['srn']['colour_error_unknown']:.4f} vs {m['srn_no_cn']['colour_error_unknown']:.4f} "
+                f"without CN; Fréchet {m['srn']['frechet_distance']:.3f} vs {m['srn_no_cn']['frechet_distance']:.3f}",
+                verdict(better("srn", "srn_no_cn", "colour_error_unknown", -1),
+                        better("srn", "srn_no_cn", "frechet_distance", -1)))
+
+    def rsv():
+        def row(other):
+            return (f"vs {other}: edge sharpness {m['srn']['edge_sharpness_unknown']:.3f} vs "
+                    f"{m[other]['edge_sharpness_unknown']:.3f}, PSNR {m['srn']['psnr_unknown']:.2f} vs "
+                    f"{m[other]['psnr_unknown']:.2f} dB")
+        tests = []
+        for other in ("srn_l1", "srn_confidence"):
+            tests += [better("srn", other, "edge_sharpness_unknown", +1),
+                      abs(m["srn"]["psnr_unknown"] - m[other]["psnr_unknown"]) <= 0.5]
+        return ("RSV gives sharper semantic boundaries than plain L1 and the confidence-driven weight, "
+                "at comparable fidelity", f"{row('srn_l1')}; {row('srn_confidence')}", verdict(*tests))
+
+    def architecture():
+        return ("SRN beats the encoder–decoder (ED) and SRN-HR",
+                f"vs ED: {compare('srn', 'ed')}; vs SRN-HR: {compare('srn', 'srn_hr')}",
+                verdict(*beats("srn", "ed"), *beats("srn", "srn_hr")))
+
+    def subpixel():
+        return ("Sub-pixel feature expansion beats deconvolution",
+                compare("srn", "srn_deconv"), verdict(*beats("srn", "srn_deconv")))
+
+    def finetuning():
+        return ("Fine-tuning with ID-MRF and the adversarial terms makes the extension more realistic "
+                "(the paper: sharper, more natural texture)",
+                f"Fréchet {m['srn']['frechet_distance']:.3f} vs {m['srn_pretrain']['frechet_distance']:.3f} after the "
+                f"reconstruction phase alone; edge sharpness {m['srn']['edge_sharpness_unknown']:.3f} vs "
+                f"{m['srn_pretrain']['edge_sharpness_unknown']:.3f}",
+                verdict(better("srn", "srn_pretrain", "frechet_distance", -1),
+                        better("srn", "srn_pretrain", "edge_sharpness_unknown", +1)))
+
+    def learned():
+        return ("A learned extrapolation beats mirroring the known region",
+                compare("srn", "reflect"), verdict(*beats("srn", "reflect")))
+
+    rows = []
+    for check in (context_norm, rsv, architecture, subpixel, finetuning, learned):
+        try:
+            claim, evidence, result = check()
+        except KeyError as missing:
+            claim = check.__name__.replace("_", " ")
+            evidence, result = f"this record has no {missing}", "not measured"
+        rows.append({"claim": claim, "evidence": evidence, "verdict": result})
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m labkit.papers.srn_runs", description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="book", choices=sorted(PROFILES))
+    parser.add_argument("--models", nargs="+", default=None, choices=MODEL_NAMES, help="default: every model")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-minutes", type=float, default=None, help="training budget per network in this call")
+    parser.add_argument("--run-dir", default=None, help="default: reports/<profile>/srn/")
+    parser.add_argument("--export", action="store_true", help="write checkpoints/srn_<profile>.pt")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    device = setup(seed=args.seed, threads=args.threads, device=args.device)
+    run(args.profile, args.models, device, args.max_minutes, args.run_dir, args.export, seed=args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
