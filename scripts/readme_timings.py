@@ -20,9 +20,11 @@ STEPS = [
     ("notebook 00", "`notebooks/00_data_and_evaluation.ipynb`, book profile, top to bottom"),
     ("notebook 01", "`notebooks/01_crn.ipynb`, book profile, top to bottom"),
     ("notebook 02", "`notebooks/02_sims.ipynb`, book profile, top to bottom"),
+    ("notebook 03", "`notebooks/03_srn.ipynb`, book profile, top to bottom"),
 ]
 CRN_RECORD = "reports/book/crn/metrics.json"
 SIMS_RECORD = "reports/book/sims/metrics.json"
+SRN_RECORD = "reports/book/srn/metrics.json"
 
 
 def _commit(run: dict) -> str:
@@ -68,6 +70,17 @@ def table() -> str:
                 lines.append(f"| SIMS chapter, book profile: train `{name}` ({scores['steps']} steps, "
                              f"{training[name]['threads']} thread) | {_minutes(scores['train_seconds'])} | "
                              f"`{_commit(training[name])}` |")
+    srn_path = ROOT / SRN_RECORD
+    if srn_path.is_file():
+        srn = json.loads(srn_path.read_text())
+        for name, scores in srn["metrics"].items():
+            phases = srn["training"].get(name) or {}
+            if name == "srn_pretrain" or "finetune" not in phases:
+                continue   # srn_pretrain is srn's first phase; reflect trains nothing
+            run = phases["finetune"]
+            steps = " + ".join(f"{scores['steps'][p]} {p}" for p in ("pretrain", "finetune"))
+            lines.append(f"| SRN chapter, book profile: train `{name}` ({steps} steps, {run['threads']} threads) | "
+                         f"{_minutes(scores['train_seconds'])} | `{_commit(run)}` |")
     rates = speed["metrics"]["scenes_per_second"]
     lines.append("| StreetScenes rendering, one core (`scripts/benchmark_data.py`) | "
                  + ", ".join(f"{rates[k]:g} scenes/s at {k.replace('x', '×')}"

@@ -126,7 +126,7 @@ DEVIATIONS = [
     f"{_BOOK['size'][0]}×{_BOOK['size'][1] // 2} → {_BOOK['size'][0]}×{_BOOK['size'][1]} (book) and 128×128 → "
     "128×256 (full) instead of 256×256 → 256×512.",
     f"Scale: base width {_BOOK['width']} instead of 64; {_BOOK['pretrain_steps']:,} reconstruction steps and "
-    f"{_BOOK['finetune_steps']:,} fine-tuning steps of batch {_BOOK['batch_size']} on one CPU thread, instead "
+    f"{_BOOK['finetune_steps']:,} fine-tuning steps of batch {_BOOK['batch_size']} on a 2-core CPU, instead "
     f"of {PAPER_ITERATIONS:,} iterations of batch 8 (the full profile keeps the paper's settings).",
     f"Learning rate {_BOOK['learning_rate']:g} in the smoke and book profiles (the paper's "
     f"{PAPER_LEARNING_RATE:g} in full), Adam β = {PAPER_BETAS} as in the paper.",
@@ -346,6 +346,18 @@ def _full_precision():
     return torch.autocast("cuda", enabled=False)
 
 
+def region_statistics(features: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5) -> dict:
+    """Per-sample, per-channel mean and std of ``features`` (N, C, h, w) over the known and
+    the unknown region (mask (N, 1, H, W), 1 = unknown, resized to (h, w)): what CN compares.
+    Returns {"known": (mean, std), "unknown": (mean, std)}, each (N, C)."""
+    unknown = F.interpolate(mask.float(), size=features.shape[-2:], mode="nearest")
+    out = {}
+    for name, region in (("known", 1 - unknown), ("unknown", unknown)):
+        mean, std = _masked_moments(features.float(), region, eps)
+        out[name] = (mean[..., 0, 0], std[..., 0, 0])
+    return out
+
+
 def _masked_moments(features, region, eps):
     count = region.sum(dim=(2, 3), keepdim=True).clamp_min(eps)
     mean = (features * region).sum(dim=(2, 3), keepdim=True) / count
@@ -373,8 +385,12 @@ class ContextPredictionNetwork(nn.Module):
             _conv(4 * c, 4 * c), _UpConv(4 * c, 2 * c), _conv(2 * c, 2 * c), _UpConv(2 * c, c), _conv(c, c // 2),
             nn.Conv2d(c // 2, 3, 3, padding=1))
 
+    def encode(self, features, padded, mask):
+        """The encoder's features (N, 4·width, H/4, W/4): what CN acts on."""
+        return self.encoder(torch.cat([features, padded, mask], dim=1))
+
     def forward(self, features, padded, mask, blend: float | None = None):
-        x = self.encoder(torch.cat([features, padded, mask], dim=1))
+        x = self.encode(features, padded, mask)
         if self.context_norm:
             x = context_normalization(x, mask, self.blend if blend is None else blend)
         return self.decoder(x).clamp(-1, 1)
@@ -402,7 +418,7 @@ class ExtrapolationNetwork(nn.Module):
         self.expansion = FeatureExpansion(width, expansion) if generator == "srn" else None
         self.cpn = ContextPredictionNetwork(width, width if generator != "ed" else 0, context_norm, blend)
 
-    def forward(self, known: torch.Tensor, placement: str, blend: float | None = None) -> torch.Tensor:
+    def _cpn_inputs(self, known: torch.Tensor, placement: str):
         _check_images(known, "known")
         r1, r2 = expansion_factors(placement)
         x = known * 2 - 1
@@ -414,7 +430,19 @@ class ExtrapolationNetwork(nn.Module):
             features = self.fen(padded)
         else:
             features = padded[:, :0]
-        return (self.cpn(features, padded, mask, blend) + 1) / 2
+        return features, padded, mask
+
+    def forward(self, known: torch.Tensor, placement: str, blend: float | None = None) -> torch.Tensor:
+        return (self.cpn(*self._cpn_inputs(known, placement), blend) + 1) / 2
+
+    def expanded_features(self, known: torch.Tensor, placement: str) -> torch.Tensor:
+        """What the FEN hands the CPN: (N, width, H, W) for ``srn`` (and ``srn_hr``)."""
+        return self._cpn_inputs(known, placement)[0]
+
+    def context_features(self, known: torch.Tensor, placement: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the CPN encoder's features before CN (N, 4·width, H/4, W/4), the mask M (N, 1, H, W))."""
+        features, padded, mask = self._cpn_inputs(known, placement)
+        return self.cpn.encode(features, padded, mask), mask
 
     def complete(self, known: torch.Tensor, placement: str, blend: float | None = None) -> torch.Tensor:
         """Ŷ ⊙ M + X_padded ⊙ (1 − M): the output with the known pixels kept exactly."""
