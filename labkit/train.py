@@ -120,6 +120,24 @@ def provenance(profile: str, seed: int, device, wall_time_s: float | None = None
     return info
 
 
+def run_argument_parser(module: str, description: str, profiles: dict, chapter: str, export_help: str,
+                        budget_help: str = "training budget per network in this call"):
+    """The command line every chapter's run module shares (``python -m <module>``):
+    --profile, --device, --max-minutes, --run-dir, --export, --threads, --seed.
+    The module adds its own --models (and --parts) and calls :func:`setup` with them."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    parser.add_argument("--profile", default="book", choices=sorted(profiles))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-minutes", type=float, default=None, help=budget_help)
+    parser.add_argument("--run-dir", default=None, help=f"default: reports/<profile>/{chapter}/")
+    parser.add_argument("--export", action="store_true", help=export_help)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
 def write_metrics(path, metrics: dict, provenance_info: dict) -> Path:
     """Write ``{"provenance": ..., "metrics": ...}`` atomically to ``path``."""
     return write_json(path, {"provenance": provenance_info, "metrics": metrics})

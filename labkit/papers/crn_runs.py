@@ -23,19 +23,20 @@ The models (names fixed by the chapter's ablation table):
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
 
 import torch
 
+from ..claims import verdict
 from ..checkpoints import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
 from ..features import load_feature_extractor
 from ..networks import count_parameters
 from ..pix2pix import Pix2Pix
 from ..synthesis import evaluate_synthesis, real_scene_scores, scene_batch, training_scenes
-from ..train import REPO_ROOT, choose_device, fit, provenance, reports_dir, select_profile, setup
+from ..train import (REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile,
+                     setup)
 from .crn import (CHAPTER, MODEL_NAMES, PROFILES, CascadedRefinementNetwork, CRNTrainer, FeatureMatchingLoss,
                   SingleScaleNetwork)
 
@@ -248,15 +249,9 @@ def merge_records(profile: str, run_dir, device, seed: int = 0) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labkit.papers.crn_runs", description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", default="book", choices=sorted(PROFILES))
+    parser = run_argument_parser("labkit.papers.crn_runs", __doc__.split("\n")[0], PROFILES, CHAPTER,
+                                 "write checkpoints/<model>_<profile>.pt", "training budget per model in this call")
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--max-minutes", type=float, default=None, help="training budget per model in this call")
-    parser.add_argument("--run-dir", default=None, help="default: reports/<profile>/crn/")
-    parser.add_argument("--export", action="store_true", help="write checkpoints/<model>_<profile>.pt")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     device = setup(seed=args.seed, threads=args.threads, device=args.device)
     run(args.profile, args.models, device, args.max_minutes, args.run_dir, args.export, seed=args.seed)
@@ -298,9 +293,6 @@ def claims(record: dict) -> list[dict]:
     def better(a, b, key, best=False):
         first, second = value(a, key, best), value(b, key, best)
         return first < second if key == "frechet_distance" else first > second
-
-    def verdict(*tests):
-        return "holds" if all(tests) else "does not hold" if not any(tests) else "mixed"
 
     def fmt(name, key, best=False):
         number = value(name, key, best)

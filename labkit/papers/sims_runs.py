@@ -29,7 +29,6 @@ network and the ``sims`` synthesis network in float16 to
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -37,12 +36,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..claims import check_claims, verdict
 from ..checkpoints import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
 from ..data import render_batch
 from ..features import load_feature_extractor
 from ..networks import count_parameters
 from ..synthesis import evaluate_synthesis, real_scene_scores, training_scenes
-from ..train import REPO_ROOT, choose_device, fit, provenance, reports_dir, select_profile, setup
+from ..train import (REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile,
+                     setup)
 from .crn import FeatureMatchingLoss
 from .sims import (CHAPTER, MODEL_NAMES, PROFILES, SIMULATIONS, OrderingNetwork, SegmentMemory, SegmentTransformer,
                    SimulatedCanvases, SIMSTrainer, SynthesisNetwork, build_canvas, coverage, misaligned_batch,
@@ -629,9 +630,6 @@ def claims(record: dict) -> list[dict]:
     """
     m = record["metrics"]
 
-    def verdict(*tests):
-        return "holds" if all(tests) else "does not hold" if not any(tests) else "mixed"
-
     def fid(name, best=False):
         return m[name]["frechet_distance_best_output" if best else "frechet_distance"]
 
@@ -694,29 +692,15 @@ def claims(record: dict) -> list[dict]:
                 verdict(o["accuracy"] > 0.5, o["accuracy"] > o["bottom_edge_rule_accuracy"],
                         fid("sims") < fid("sims_no_ordering"), miou("sims") > miou("sims_no_ordering")))
 
-    rows = []
-    for check in (realism, fidelity, synthesis_needed, simulations, context, transformation, ordering):
-        try:
-            claim, evidence, result = check()
-        except KeyError as missing:
-            claim = check.__name__.replace("_", " ")
-            evidence, result = f"this record has no {missing}", "not measured"
-        rows.append({"claim": claim, "evidence": evidence, "verdict": result})
-    return rows
+    return check_claims((realism, fidelity, synthesis_needed, simulations, context, transformation, ordering))
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labkit.papers.sims_runs", description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", default="book", choices=sorted(PROFILES))
+    parser = run_argument_parser("labkit.papers.sims_runs", __doc__.split("\n")[0], PROFILES, CHAPTER,
+                                 "write checkpoints/sims_<profile>.pt")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     parser.add_argument("--models", nargs="+", default=None, choices=MODEL_NAMES + BASELINES,
                         help="default: every model (no CRN-chapter baselines in the smoke profile)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--max-minutes", type=float, default=None, help="training budget per network in this call")
-    parser.add_argument("--run-dir", default=None, help="default: reports/<profile>/sims/")
-    parser.add_argument("--export", action="store_true", help="write checkpoints/sims_<profile>.pt")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     device = setup(seed=args.seed, threads=args.threads, device=args.device)
     run(args.profile, args.parts, args.models, device, args.max_minutes, args.run_dir, args.export, seed=args.seed)

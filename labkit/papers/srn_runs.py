@@ -15,7 +15,6 @@ and recorded in ``models/<model>.json``; ``metrics.json`` merges them.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import time
@@ -24,13 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..claims import check_claims, verdict
 from ..checkpoints import CheckpointError, atomic_write_bytes, load_checkpoint, read_json, save_checkpoint, write_json
 from ..data import render_batch
 from ..features import load_feature_extractor
 from ..metrics import confusion_matrix, frechet_distance, scores_from_confusion
 from ..networks import count_parameters
 from ..synthesis import training_scenes
-from ..train import REPO_ROOT, choose_device, fit, provenance, reports_dir, select_profile, setup
+from ..train import (REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile,
+                     setup)
 from .srn import (CHAPTER, MODEL_NAMES, MODEL_SPECS, MRF_LAYERS, PAPER_BETAS, PLACEMENTS, PROFILES,
                   ExtrapolationNetwork, IDMRFLoss, SRNTrainer, crop_known, known_box, reflect_extrapolation,
                   unknown_mask)
@@ -448,9 +449,6 @@ def claims(record: dict) -> list[dict]:
     """
     m = record["metrics"]
 
-    def verdict(*tests):
-        return "holds" if all(tests) else "does not hold" if not any(tests) else "mixed"
-
     def better(a, b, key, sign):
         if key == "edge_sharpness_unknown":   # as sharp as the real scene (ratio 1) is best
             return abs(math.log(max(m[a][key], 1e-8))) < abs(math.log(max(m[b][key], 1e-8)))
@@ -503,27 +501,13 @@ def claims(record: dict) -> list[dict]:
         return ("A learned extrapolation beats mirroring the known region",
                 compare("srn", "reflect"), verdict(*beats("srn", "reflect")))
 
-    rows = []
-    for check in (context_norm, rsv, architecture, subpixel, finetuning, learned):
-        try:
-            claim, evidence, result = check()
-        except KeyError as missing:
-            claim = check.__name__.replace("_", " ")
-            evidence, result = f"this record has no {missing}", "not measured"
-        rows.append({"claim": claim, "evidence": evidence, "verdict": result})
-    return rows
+    return check_claims((context_norm, rsv, architecture, subpixel, finetuning, learned))
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labkit.papers.srn_runs", description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", default="book", choices=sorted(PROFILES))
+    parser = run_argument_parser("labkit.papers.srn_runs", __doc__.split("\n")[0], PROFILES, CHAPTER,
+                                 "write checkpoints/srn_<profile>.pt")
     parser.add_argument("--models", nargs="+", default=None, choices=MODEL_NAMES, help="default: every model")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--max-minutes", type=float, default=None, help="training budget per network in this call")
-    parser.add_argument("--run-dir", default=None, help="default: reports/<profile>/srn/")
-    parser.add_argument("--export", action="store_true", help="write checkpoints/srn_<profile>.pt")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     device = setup(seed=args.seed, threads=args.threads, device=args.device)
     run(args.profile, args.models, device, args.max_minutes, args.run_dir, args.export, seed=args.seed)
