@@ -1,6 +1,8 @@
 """SRN: sub-pixel expansion, context normalization, RSV weights, critics and the recorded runs."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -150,14 +152,13 @@ def test_rsv_weights_are_at_most_one_zero_on_the_known_region_and_decay_away_fro
     assert weights.max() <= 1.0
     assert (weights * (1 - mask)).abs().max() == 0
     assert (weights[mask.bool()] > 0).all()
-    if placement == "left":    # along a row, moving away from the border at column 64
-        row = weights[0, 0, 32, 64:]
-    elif placement == "top":   # down a column, away from the border at row 32
-        row = weights[0, 0, 32:, 64]
-    else:
-        return
-    assert (row[1:] <= row[:-1] + 1e-6).all()
-    assert row[0] > 0.95 and row[-1] < row[0] - 0.05
+    # each line runs from the known border outwards
+    lines = {"left": [weights[0, 0, 32, 64:]], "right": [weights[0, 0, 32, :64].flip(0)],
+             "top": [weights[0, 0, 32:, 64]],
+             "both": [weights[0, 0, 32, :32].flip(0), weights[0, 0, 32, 96:]]}[placement]
+    for line in lines:
+        assert (line[1:] <= line[:-1] + 1e-6).all()
+        assert line[0] > 0.95 and line[-1] < line[0] - 0.04
 
 
 def test_confidence_driven_weights_decay_faster_than_rsv_weights():
@@ -272,13 +273,15 @@ def test_every_generator_extrapolates_every_placement_and_keeps_the_known_pixels
     assert torch.equal(srn.crop_known(complete, placement), known)
 
 
-def test_the_cn_slider_changes_only_the_unknown_region():
+def test_the_blend_given_at_test_time_changes_the_extension():
     torch.manual_seed(0)
     network = srn.ExtrapolationNetwork("srn", 8).eval()
     known = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         a, b = network.complete(known, "left", blend=0.0), network.complete(known, "left", blend=1.0)
-    assert torch.equal(a[..., :32], b[..., :32]) and not torch.equal(a[..., 32:], b[..., 32:])
+        default = network.complete(known, "left")
+    assert not torch.allclose(a[..., 32:], b[..., 32:])
+    assert not torch.equal(default, a) and not torch.equal(default, b)   # the default is ρ = 0.5
 
 
 def test_generator_rejects_unknown_kinds():
@@ -321,8 +324,8 @@ def test_label_boundaries_mark_class_changes():
 def smoke_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("srn_smoke")
     export = run_dir / "srn_smoke.pt"
-    record = srn_runs.run("smoke", models=("srn", "srn_pretrain", "reflect"), device="cpu", run_dir=run_dir,
-                          export=export, progress=False)
+    record = srn_runs.run("smoke", models=("srn", "srn_pretrain", "srn_reconstruction_only", "reflect"), device="cpu",
+                          run_dir=run_dir, export=export, progress=False)
     return run_dir, export, record
 
 
@@ -331,11 +334,17 @@ def test_smoke_run_records_every_metric_with_provenance(smoke_run):
     for name in ("srn", "srn_pretrain", "reflect"):
         metrics = record["metrics"][name]
         for key in ("psnr_unknown", "ssim_unknown", "fcn_miou_unknown", "frechet_distance"):
-            assert isinstance(metrics[key], float)
+            assert isinstance(metrics[key], float) and math.isfinite(metrics[key])
         assert set(metrics["per_placement"]) == set(srn.PLACEMENTS)
         assert record["runs"][name]["profile"] == "smoke"
     assert record["metrics"]["srn"]["steps"] == {"pretrain": 8, "finetune": 4}
     assert record["metrics"]["srn_pretrain"]["steps"] == {"pretrain": 8}
+    # the reconstruction-only continuation shares srn's first phase and skips ID-MRF and the critics
+    plain = record["metrics"]["srn_reconstruction_only"]
+    assert plain["steps"] == {"pretrain": 8, "finetune": 4}
+    assert record["training"]["srn_reconstruction_only"]["pretrain"] == record["training"]["srn"]["pretrain"]
+    fine = [h for h in record["histories"]["srn_reconstruction_only"] if h["phase"] == "finetune"]
+    assert fine and not any("id_mrf" in h or "adversarial" in h for h in fine)
     assert {h["phase"] for h in record["histories"]["srn"]} == {"pretrain", "finetune"}
     assert "id_mrf" in record["histories"]["srn"][-1]
     assert record["stale"] == []
@@ -359,7 +368,7 @@ def test_a_model_scored_before_its_network_trained_further_is_stale(smoke_run, t
     info = read_json(copy / "train" / "srn_pretrain.json")
     write_json(copy / "train" / "srn_pretrain.json", dict(info, steps=99))
     record = srn_runs.merge_records("smoke", copy, "cpu")
-    assert record["stale"] == ["srn", "srn_pretrain"]
+    assert record["stale"] == ["srn", "srn_pretrain", "srn_reconstruction_only"]
     with pytest.raises(ValueError, match="srn_no_cn"):
         srn_runs.read_record("smoke", copy)
 

@@ -27,7 +27,7 @@ The Semantic Regeneration Network answers with two networks (§3):
 
 Losses (§3.3): the relative spatial variant (RSV) reconstruction loss
 
-    M_w^i = (G_g ∗ M̄_w^{i−1}) ⊙ M,   M̄_w^i = M_w^i + (1 − M),   M_w = M_w^{c−1} / max(M_w^c, ε)
+    M_w^i = (G_g ∗ M̄_w^{i−1}) ⊙ M,   M̄_w^i = M_w^i + (1 − M),   M_w = M_w^{c−1} / (M_w^c + ε)
     ℒ_s  = ‖(Y − Ŷ) ⊙ M_w‖₁
 
 the implicit diversified MRF loss ℒ_mrf on deep features, and WGAN-GP
@@ -82,6 +82,7 @@ MODEL_SPECS = {
     "srn": {"generator": "srn", "expansion": "subpixel", "context_norm": True, "reconstruction": "rsv",
             "finetune": True},
     "srn_pretrain": {"same_as": "srn", "phase": "pretrain"},
+    "srn_reconstruction_only": {"same_as": "srn", "phase": "finetune", "finetune_terms": False},
     "srn_no_cn": {"generator": "srn", "expansion": "subpixel", "context_norm": False, "reconstruction": "rsv",
                   "finetune": True},
     "srn_l1": {"generator": "srn", "expansion": "subpixel", "context_norm": True, "reconstruction": "l1",
@@ -99,6 +100,9 @@ MODEL_SPECS = {
 }
 """The recorded models. ``srn_pretrain`` is ``srn`` scored after the reconstruction
 phase (no ID-MRF, no adversarial terms), so it costs no training of its own;
+``srn_reconstruction_only`` continues ``srn``'s first phase for as many steps as
+``srn``'s fine-tuning, with the reconstruction loss alone: the same number of
+steps as ``srn``, without ID-MRF and critics;
 ``reflect`` mirrors the known region into the unknown one (no network)."""
 MODEL_NAMES = tuple(MODEL_SPECS)
 TRAINED_MODELS = tuple(n for n, s in MODEL_SPECS.items() if s.get("generator"))
@@ -147,8 +151,9 @@ DEVIATIONS = [
     "the image; 9 and 7 propagations as in ops.py.",
     "ID-MRF on the judge's encoder features enc3 (×1) and enc4 (×2, 'style' + 'content' as the code's "
     "conv3_2 + 2·conv4_2) instead of VGG-19, which cannot be downloaded here; VGG-19 conv3_2/conv4_2 when "
-    "the user supplies its weights. The relative similarity is normalised over the generated features and "
-    "maximised over the target's, as in ops.py's mrf_loss.",
+    "the user supplies its weights. As in ops.py's mrf_loss, the relative similarity is normalised over the "
+    "generated features, maximised over the target's and averaged over the generated ones; the paper's "
+    "equation sums over the target's features the maximum over the generated ones.",
     "Critics sized for the book profile (base width 16 instead of 64); the global critic's dense layer "
     "reads the flattened 1/16-resolution map, as in the paper.",
     "Weights initialised with PyTorch's defaults (TF's Glorot uniform in the official code); nearest-"
@@ -435,6 +440,12 @@ class ExtrapolationNetwork(nn.Module):
     def forward(self, known: torch.Tensor, placement: str, blend: float | None = None) -> torch.Tensor:
         return (self.cpn(*self._cpn_inputs(known, placement), blend) + 1) / 2
 
+    def fen_features(self, known: torch.Tensor) -> torch.Tensor:
+        """The FEN's features of the known region (N, width, h, w), before expansion."""
+        if self.fen is None:
+            raise ValueError(f"generator {self.generator!r} has no FEN")
+        return self.fen(_check_images(known, "known") * 2 - 1)
+
     def expanded_features(self, known: torch.Tensor, placement: str) -> torch.Tensor:
         """What the FEN hands the CPN: (N, width, H, W) for ``srn`` (and ``srn_hr``)."""
         return self._cpn_inputs(known, placement)[0]
@@ -510,7 +521,8 @@ def confidence_driven_weights(mask: torch.Tensor, kernel_size: int = 64, iterati
 
 def relative_spatial_variant_weights(mask: torch.Tensor, kernel_size: int = 64, iterations: int = RSV_ITERATIONS,
                                      sigma: float = RSV_SIGMA, eps: float = 1e-5) -> torch.Tensor:
-    """RSV weights (§3.3): M_w = M_w^{c−1} / max(M_w^c, ε), c = ``iterations``.
+    """RSV weights (§3.3): M_w = M_w^{c−1} / (M_w^c + ε), c = ``iterations`` (ops.py; the paper
+    writes max(M_w^c, ε), which differs only where the confidence is below ε).
 
     mask (N, 1, H, W), 1 = unknown → weights (N, 1, H, W), 0 on the known region.
     Confidence only grows with each propagation, so the weights are ≤ 1; near the
@@ -712,6 +724,8 @@ class SRNTrainer(nn.Module):
 
     def _predict(self, batch):
         image, placement = batch["image"], batch["placement"]
+        if len(image) % self.critic_steps:
+            raise ValueError(f"a batch of {len(image)} images does not split into {self.critic_steps} critic steps")
         image = image[:len(image) // self.critic_steps] if self.critic_steps > 1 else image
         predicted = self.generator(crop_known(image, placement), placement)
         mask = unknown_mask(image.shape[-2:], placement, len(image)).to(image)
