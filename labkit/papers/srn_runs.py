@@ -278,6 +278,14 @@ def real_scene_reference(size, count: int, seed: int = 0) -> dict:
 SAMPLE_SCENES = 2
 
 
+def frame_known_region(ax, size, placement: str, color: str = "yellow"):
+    """Draw the known region's outline on a matplotlib axis showing a (H, W) = ``size`` image."""
+    from matplotlib.patches import Rectangle
+
+    top, left, h, w = known_box(size, placement)
+    ax.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, edgecolor=color, linewidth=1))
+
+
 def save_sample_figure(name: str, extrapolate, settings: dict, path, device, seed: int = 0) -> Path:
     """A PNG with the completed images of the first test scenes for every placement
     (the known region framed), saved with the run so the chapter can show every
@@ -293,12 +301,10 @@ def save_sample_figure(name: str, extrapolate, settings: dict, path, device, see
                                  squeeze=False)
         for col, placement in enumerate(PLACEMENTS):
             completed = complete_images(extrapolate, real, placement, device)
-            top, left, h, w = known_box(settings["size"], placement)
             for row in range(SAMPLE_SCENES):
                 ax = axes[row, col]
                 ax.imshow(np.clip(to_numpy_image(completed[row]), 0, 1))
-                ax.add_patch(matplotlib.patches.Rectangle((left - 0.5, top - 0.5), w, h, fill=False,
-                                                          edgecolor="yellow", linewidth=1))
+                frame_known_region(ax, settings["size"], placement)
                 ax.set_xticks([]), ax.set_yticks([])
             axes[0, col].set_title(f"{name}: {placement}", fontsize=8)
         buffer = io.BytesIO()
@@ -429,10 +435,16 @@ def merge_records(profile: str, run_dir, device, seed: int = 0) -> dict:
 REQUIRED_MODELS = ("srn", "srn_no_cn", "srn_l1", "srn_confidence", "srn_deconv", "srn_hr", "ed", "reflect")
 
 
+def record_dir(profile: str, run_dir=None) -> Path:
+    """Where the runs of ``profile`` are recorded: the committed book record's folder, or the run dir."""
+    if profile == "book" and run_dir is None:
+        return COMMITTED_RECORD.parent
+    return Path(run_dir or reports_dir(profile, CHAPTER))
+
+
 def read_record(profile: str, run_dir=None) -> dict:
     """The recorded runs of ``profile``: the committed book record, or ``<run dir>/metrics.json``."""
-    path = (COMMITTED_RECORD if profile == "book" and run_dir is None
-            else Path(run_dir or reports_dir(profile, CHAPTER)) / "metrics.json")
+    path = record_dir(profile, run_dir) / "metrics.json"
     if not path.is_file():
         raise FileNotFoundError(f"no SRN record at {path}; run `python -m labkit.papers.srn_runs --profile {profile}`")
     record = read_json(path)
