@@ -27,6 +27,7 @@ from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint, writ
 
 PROFILE_NAMES = ("smoke", "book", "full")
 _SETUP_AT: float | None = None   # time.monotonic() of the last labkit.setup call
+_SETUP_COMMIT: str | None = None   # git_commit() at the last labkit.setup call
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,8 +57,9 @@ def setup(seed: int = 0, threads: int | None = 2, device: str = "auto", determin
     float reductions depend on it); asks torch for deterministic kernels;
     returns the chosen device.
     """
-    global _SETUP_AT
+    global _SETUP_AT, _SETUP_COMMIT
     _SETUP_AT = time.monotonic()
+    _SETUP_COMMIT = git_commit()   # the code this process runs, even if HEAD moves during a long run
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -98,11 +100,15 @@ def provenance(profile: str, seed: int, device, wall_time_s: float | None = None
 
     ``wall_time_s`` defaults to the time since the last :func:`setup` call,
     i.e. the run so far when a notebook or script calls this at its end.
+    ``commit`` is the commit at that :func:`setup` call: the code the process
+    loaded. If HEAD has moved since (a commit made during a long run), the
+    commit at writing time is kept too, as ``commit_at_write``.
     """
     import labkit
 
+    now = git_commit()
     info = {
-        "commit": git_commit(),
+        "commit": _SETUP_COMMIT or now,
         "profile": profile,
         "seed": seed,
         "device": str(device),
@@ -112,6 +118,8 @@ def provenance(profile: str, seed: int, device, wall_time_s: float | None = None
                      "numpy": np.__version__, "labkit": labkit.__version__},
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if _SETUP_COMMIT and now != _SETUP_COMMIT:
+        info["commit_at_write"] = now
     if wall_time_s is None and _SETUP_AT is not None:
         wall_time_s = time.monotonic() - _SETUP_AT
     if wall_time_s is not None:

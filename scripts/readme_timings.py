@@ -75,9 +75,14 @@ def table() -> str:
         srn = json.loads(srn_path.read_text())
         for name, scores in srn["metrics"].items():
             phases = srn["training"].get(name) or {}
-            if name == "srn_pretrain" or "finetune" not in phases:
+            if "finetune" not in phases:
                 continue   # srn_pretrain is srn's first phase; reflect trains nothing
             run = phases["finetune"]
+            if phases["pretrain"] == (srn["training"].get("srn") or {}).get("pretrain") and name != "srn":
+                lines.append(f"| SRN chapter, book profile: train `{name}` ({scores['steps']['finetune']} steps "
+                             f"after `srn`'s first phase, {run['threads']} threads) | {_minutes(run['wall_time_s'])} | "
+                             f"`{_commit(run)}` |")
+                continue
             steps = " + ".join(f"{scores['steps'][p]} {p}" for p in ("pretrain", "finetune"))
             lines.append(f"| SRN chapter, book profile: train `{name}` ({steps} steps, {run['threads']} threads) | "
                          f"{_minutes(scores['train_seconds'])} | `{_commit(run)}` |")

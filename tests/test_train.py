@@ -241,3 +241,16 @@ def test_metrics_json_is_strict_with_non_finite_values_as_null(tmp_path):
 def test_unknown_device_is_a_value_error():
     with pytest.raises(ValueError, match="unknown device 'cud'"):
         setup(device="cud")
+
+
+def test_provenance_names_the_commit_the_process_started_from(monkeypatch):
+    import labkit.train as train
+
+    monkeypatch.setattr(train, "_SETUP_COMMIT", train._SETUP_COMMIT)   # restored after the test
+    monkeypatch.setattr(train, "git_commit", lambda: "aaaa")
+    train.setup(seed=0, threads=None)
+    monkeypatch.setattr(train, "git_commit", lambda: "bbbb")   # a commit made while the run goes on
+    info = train.provenance("smoke", 0, "cpu")
+    assert info["commit"] == "aaaa" and info["commit_at_write"] == "bbbb"
+    monkeypatch.setattr(train, "git_commit", lambda: "aaaa")
+    assert "commit_at_write" not in train.provenance("smoke", 0, "cpu")
