@@ -248,7 +248,7 @@ def evaluate_extrapolation(extrapolate, size, count: int, device="cpu", judge=No
     from ..metrics import _judge
 
     real, labels = render_batch(size, count, split="test", seed=seed)
-    judge = _judge(judge, "cpu") if judge is None else judge
+    judge = _judge(judge, device) if judge is None else judge
     per_placement = {}
     for placement in placements:
         completed = complete_images(extrapolate, real, placement, device)
