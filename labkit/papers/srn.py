@@ -154,6 +154,8 @@ DEVIATIONS = [
     "the user supplies its weights. As in ops.py's mrf_loss, the relative similarity is normalised over the "
     "generated features, maximised over the target's and averaged over the generated ones; the paper's "
     "equation sums over the target's features the maximum over the generated ones.",
+    "The adversarial term is the sum of the global and the contextual critic's terms, as in the official "
+    "code (network.py: g_loss = global + local); the paper writes their mean, ℒ_adv = (ℒ^context + ℒ^global)/2.",
     "Critics sized for the book profile (base width 16 instead of 64); the global critic's dense layer "
     "reads the flattened 1/16-resolution map, as in the paper.",
     "Weights initialised with PyTorch's defaults (TF's Glorot uniform in the official code); nearest-"
