@@ -310,10 +310,10 @@ def test_complete_images_checks_what_the_extrapolation_returns():
         srn_runs.complete_images(lambda known, placement: known, torch.rand(2, 3, *SIZE), "left")
 
 
-def test_label_boundaries_mark_class_changes():
+def test_forward_class_changes_mark_the_pixel_before_each_change():
     labels = torch.zeros(1, 4, 4, dtype=torch.long)
     labels[:, :, 2:] = 1
-    edges = srn_runs.label_boundaries(labels)
+    edges = srn_runs.forward_class_changes(labels)
     assert edges[0, :, 1].all() and edges.sum() == 4
 
 
@@ -337,11 +337,13 @@ def test_smoke_run_records_every_metric_with_provenance(smoke_run):
             assert isinstance(metrics[key], float) and math.isfinite(metrics[key])
         assert set(metrics["per_placement"]) == set(srn.PLACEMENTS)
         assert record["runs"][name]["profile"] == "smoke"
-    assert record["metrics"]["srn"]["steps"] == {"pretrain": 8, "finetune": 4}
-    assert record["metrics"]["srn_pretrain"]["steps"] == {"pretrain": 8}
+    smoke = srn.PROFILES["smoke"]
+    both = {"pretrain": smoke["pretrain_steps"], "finetune": smoke["finetune_steps"]}
+    assert record["metrics"]["srn"]["steps"] == both
+    assert record["metrics"]["srn_pretrain"]["steps"] == {"pretrain": smoke["pretrain_steps"]}
     # the reconstruction-only continuation shares srn's first phase and skips ID-MRF and the critics
     plain = record["metrics"]["srn_reconstruction_only"]
-    assert plain["steps"] == {"pretrain": 8, "finetune": 4}
+    assert plain["steps"] == both
     assert record["training"]["srn_reconstruction_only"]["pretrain"] == record["training"]["srn"]["pretrain"]
     fine = [h for h in record["histories"]["srn_reconstruction_only"] if h["phase"] == "finetune"]
     assert fine and not any("id_mrf" in h or "adversarial" in h for h in fine)

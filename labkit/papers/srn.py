@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import check_images
 from ..features import FeatureExtractor
 
 CHAPTER = "srn"
@@ -79,23 +80,17 @@ RECONSTRUCTIONS = ("rsv", "confidence", "l1")
 GENERATORS = ("srn", "srn_hr", "ed")
 
 MODEL_SPECS = {
-    "srn": {"generator": "srn", "expansion": "subpixel", "context_norm": True, "reconstruction": "rsv",
-            "finetune": True},
+    "srn": {"generator": "srn", "expansion": "subpixel", "context_norm": True, "reconstruction": "rsv"},
     "srn_pretrain": {"same_as": "srn", "phase": "pretrain"},
     "srn_reconstruction_only": {"same_as": "srn", "phase": "finetune", "finetune_terms": False},
-    "srn_no_cn": {"generator": "srn", "expansion": "subpixel", "context_norm": False, "reconstruction": "rsv",
-                  "finetune": True},
-    "srn_l1": {"generator": "srn", "expansion": "subpixel", "context_norm": True, "reconstruction": "l1",
-               "finetune": True},
+    "srn_no_cn": {"generator": "srn", "expansion": "subpixel", "context_norm": False, "reconstruction": "rsv"},
+    "srn_l1": {"generator": "srn", "expansion": "subpixel", "context_norm": True, "reconstruction": "l1"},
     "srn_confidence": {"generator": "srn", "expansion": "subpixel", "context_norm": True,
-                       "reconstruction": "confidence", "finetune": True},
-    "srn_deconv": {"generator": "srn", "expansion": "deconv", "context_norm": True, "reconstruction": "rsv",
-                   "finetune": True},
-    "srn_bilinear": {"generator": "srn", "expansion": "bilinear", "context_norm": True, "reconstruction": "rsv",
-                     "finetune": True},
-    "srn_hr": {"generator": "srn_hr", "expansion": None, "context_norm": True, "reconstruction": "rsv",
-               "finetune": True},
-    "ed": {"generator": "ed", "expansion": None, "context_norm": True, "reconstruction": "rsv", "finetune": True},
+                       "reconstruction": "confidence"},
+    "srn_deconv": {"generator": "srn", "expansion": "deconv", "context_norm": True, "reconstruction": "rsv"},
+    "srn_bilinear": {"generator": "srn", "expansion": "bilinear", "context_norm": True, "reconstruction": "rsv"},
+    "srn_hr": {"generator": "srn_hr", "expansion": None, "context_norm": True, "reconstruction": "rsv"},
+    "ed": {"generator": "ed", "expansion": None, "context_norm": True, "reconstruction": "rsv"},
     "reflect": {"generator": None},
 }
 """The recorded models. ``srn_pretrain`` is ``srn`` scored after the reconstruction
@@ -105,7 +100,6 @@ phase (no ID-MRF, no adversarial terms), so it costs no training of its own;
 steps as ``srn``, without ID-MRF and critics;
 ``reflect`` mirrors the known region into the unknown one (no network)."""
 MODEL_NAMES = tuple(MODEL_SPECS)
-TRAINED_MODELS = tuple(n for n, s in MODEL_SPECS.items() if s.get("generator"))
 
 # Every knob of the chapter, per profile. size: the *output* (H, W); the known region is
 # H × W/2 (left, right, both) or H/2 × W (top). width: the base channel count ("cnum",
@@ -205,7 +199,7 @@ def unknown_mask(size, placement: str, batch: int = 1) -> torch.Tensor:
 
 def crop_known(images: torch.Tensor, placement: str) -> torch.Tensor:
     """The known region X of full images (N, C, H, W): (N, C, H/r1, W/r2)."""
-    _check_images(images, "images")
+    check_images(images, "images", ndim=(4,))
     top, left, known_h, known_w = known_box(images.shape[-2:], placement)
     return images[..., top:top + known_h, left:left + known_w]
 
@@ -216,13 +210,6 @@ def pad_known(known: torch.Tensor, placement: str) -> torch.Tensor:
     size = (known.shape[-2] * r1, known.shape[-1] * r2)
     top, left, known_h, known_w = known_box(size, placement)
     return F.pad(known, (left, size[1] - left - known_w, top, size[0] - top - known_h))
-
-
-def _check_images(images, name: str, channels: int | None = 3) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or (channels and images.shape[1] != channels):
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{name} must be a (N, {channels or 'C'}, H, W) tensor, got {shape}")
-    return images
 
 
 # --------------------------------------------------------------------------- feature expansion
@@ -426,7 +413,7 @@ class ExtrapolationNetwork(nn.Module):
         self.cpn = ContextPredictionNetwork(width, width if generator != "ed" else 0, context_norm, blend)
 
     def _cpn_inputs(self, known: torch.Tensor, placement: str):
-        _check_images(known, "known")
+        check_images(known, "known", ndim=(4,))
         r1, r2 = expansion_factors(placement)
         x = known * 2 - 1
         padded = pad_known(x, placement)
@@ -446,7 +433,7 @@ class ExtrapolationNetwork(nn.Module):
         """The FEN's features of the known region (N, width, h, w), before expansion."""
         if self.fen is None:
             raise ValueError(f"generator {self.generator!r} has no FEN")
-        return self.fen(_check_images(known, "known") * 2 - 1)
+        return self.fen(check_images(known, "known", ndim=(4,)) * 2 - 1)
 
     def expanded_features(self, known: torch.Tensor, placement: str) -> torch.Tensor:
         """What the FEN hands the CPN: (N, width, H, W) for ``srn`` (and ``srn_hr``)."""
@@ -469,7 +456,7 @@ def reflect_extrapolation(known: torch.Tensor, placement: str) -> torch.Tensor:
 
     known (N, 3, h, w) → (N, 3, r1·h, r2·w); ``both`` mirrors each half outwards.
     """
-    _check_images(known, "known")
+    check_images(known, "known", ndim=(4,))
     if placement == "left":
         return torch.cat([known, known.flip(-1)], dim=-1)
     if placement == "right":

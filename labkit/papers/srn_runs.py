@@ -177,8 +177,11 @@ def complete_images(extrapolate, images: torch.Tensor, placement: str, device="c
     return torch.cat(outputs)
 
 
-def label_boundaries(labels: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) → (N, H, W) bool: pixels whose right or lower neighbour has another class."""
+def forward_class_changes(labels: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) → (N, H, W) bool: pixels whose right or lower neighbour has another class,
+    i.e. the pixels whose forward difference (:func:`gradient_magnitude`) crosses a class
+    boundary. ``sims.label_boundaries`` marks both sides of a boundary instead, which would
+    also count differences that stay inside one class."""
     edges = torch.zeros_like(labels, dtype=torch.bool)
     edges[:, :, :-1] |= labels[:, :, :-1] != labels[:, :, 1:]
     edges[:, :-1, :] |= labels[:, :-1, :] != labels[:, 1:, :]
@@ -228,7 +231,7 @@ def unknown_region_scores(completed: torch.Tensor, real: torch.Tensor, labels: t
     inside = region.clone()   # the pixel and the neighbours its forward differences read are all unknown
     inside[:, :, :-1] &= region[:, :, 1:]
     inside[:, :-1, :] &= region[:, 1:, :]
-    edges = label_boundaries(labels) & inside
+    edges = forward_class_changes(labels) & inside
     sharpness = gradient_magnitude(completed)[edges].mean() / gradient_magnitude(real)[edges].mean().clamp_min(1e-8)
     return {"psnr_unknown": float(psnr), "ssim_unknown": float(ssim), "fcn_miou_unknown": scores["miou"],
             "fcn_pixel_accuracy_unknown": scores["pixel_accuracy"],
