@@ -1,0 +1,763 @@
+"""Semantic Image Analogy with a Conditional Single-Image GAN (Li, Xiong, Liu, Chen, Zha, ACM MM 2020).
+
+Given one image I with its layout P and an edited layout P′, produce I′ so that
+
+    P ⇒ P′  ::  I ⇒ I′.
+
+One generator is trained on one image, self-supervised: (I, P) is warped jointly into
+(I_aug, P_aug), and the generator learns to turn I into I_aug when told that P became
+P_aug. At test time P_aug is replaced by the user's P′.
+
+**Generator** G(I, P, P′) (official semia/generator.py):
+
+- a segmentation encoder E_seg, shared by P and P′, gives features F^l(P), F^l(P′) at
+  three scales l = 1, 2, 3 (strides 2, 4, 8; 2w, 4w, 8w channels);
+- the **Semantic Feature Translation** (SFT) module turns how the layout changed into
+  per-pixel affine parameters,
+
+      γ^l = f_γ^l( F^l(P′) / F^l(P) ),      β^l = f_β^l( F^l(P′) − F^l(P) ),
+
+  each f a residual block, a 1×1 conv to half the channels, ReLU and a 1×1 conv back;
+- an image encoder E_img and a decoder, both applying γ^l · IN(x) + β^l after each of
+  their three down-sampling blocks and before each of their three up-sampling blocks
+  (IN: instance normalisation without affine parameters).
+
+If P′ = P, the ratio is 1 and the difference 0 everywhere, so the SFT inputs are the same
+for every image: the *fixed point*. The fixed-point loss teaches f_γ(1) = 1, f_β(0) = 0,
+after which G(I, P, P) is an encoder–decoder over normalised features, trained to return I.
+
+**Training**, alternating two modes (``RECONSTRUCTION_EVERY`` = 5):
+
+- reconstruction mode (every 5th iteration): source = target = (I_aug, P_aug),
+  L = 5 · ‖G(I_aug, P_aug, P_aug) − I_aug‖₁ + 1 · Σ_l (‖γ^l − 1‖₁ + ‖β^l‖₁) + GAN + FM;
+- sampling mode: source (I, P), target (I_aug, P_aug) (swapped with p = ½), fake = G(I, P, P_aug),
+  L = 1 · patch coherence(fake, I) + 1 · alignment(S(fake), P_aug) + GAN + 1 · FM,
+
+with an LSGAN patch discriminator D (real: I_aug) and feature matching on D's features,
+and an auxiliary segmenter S trained on the real (I_aug, P_aug).
+
+**Patch coherence** (the paper): every target patch V should exist in the source,
+
+    L_patch = 1/N Σ_{V ⊂ φ(I′)} min_{U ⊂ φ(I)} ‖V − U‖₁,
+
+on features φ (the judge's enc1 with 3×3 patches and enc2 with 1×1 patches, 10 and 5
+random target patches; VGG-19 in the official code).
+
+**Semantic alignment**: S(I′) should segment as P′, cross-entropy. The official code
+computes it under ``no_grad`` on ``fake.detach()``: no gradient reaches G
+(``alignment="detached"``, an ablation here).
+
+Shapes: images (N, 3, H, W) in [0, 1], layouts one-hot (N, K, H, W) with K the number of
+labels of that image; H and W multiples of 8.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import spectral_norm
+
+from ..data.validation import check_images, check_label_map
+
+CHAPTER = "analogy"
+RECONSTRUCTION_EVERY = 5
+LOSS_WEIGHTS = {"reconstruction": 5.0, "fixed_point": 1.0, "patch": 1.0, "alignment": 1.0,
+                "adversarial": 1.0, "feature_matching": 1.0}
+"""The official train_options.py weights (rec_alpha 5, fixedpoint_alpha 1, patch_alpha 1,
+aux_alpha 1, feat_match_alpha 1)."""
+PATCH_SAMPLING = ((3, 10), (1, 5))
+"""(patch size, number of random target patches) on the first and second feature map."""
+RATIO_EPSILON = 1e-2
+RATIO_LIMIT = 10.0
+PAPER_BETAS = (0.0, 0.9)
+PAPER_LEARNING_RATES = {"generator": 0.005, "discriminator": 0.02}
+PAPER_ITERATIONS = 2500
+AUGMENTATION = {"flip": 0.5, "tps_probability": 0.5, "tps_points": 3, "tps_max": 0.05, "scale_max": 0.2,
+                "shift_max": 0.1}
+"""Full-strength joint augmentation: flip with probability 0.5·s, a thin-plate spline on a
+3×3 grid of control points moved up to 0.05·W (probability 0.5), zoom up to 1 + 0.2·s and
+shift up to 0.1·s of the size, s the ramp strength in [0, 1]."""
+
+MODEL_SPECS = {
+    "sft": {"conditioning": "sft", "fixed_point": True, "ramp": True, "alignment": "gradient"},
+    "no_sft": {"conditioning": "spade", "fixed_point": False, "ramp": True, "alignment": "gradient"},
+    "no_fixed_point": {"conditioning": "sft", "fixed_point": False, "ramp": True, "alignment": "gradient"},
+    "no_augmentation_ramp": {"conditioning": "sft", "fixed_point": True, "ramp": False, "alignment": "gradient"},
+    "alignment_detached": {"conditioning": "sft", "fixed_point": True, "ramp": True, "alignment": "detached"},
+    "image_analogies": {"conditioning": None},
+}
+MODEL_NAMES = tuple(MODEL_SPECS)
+TRAINED_MODELS = tuple(name for name, spec in MODEL_SPECS.items() if spec["conditioning"])
+
+PROFILES = {
+    "smoke": {"street_size": (32, 64), "photo_size": (32, 48), "street_scenes": 1, "photos": ("coffee",),
+              "photo_labels": 4, "width": 4, "iterations": 6, "ramp_iterations": 3, "segmenter_iterations": 4,
+              "generator_lr": 1e-3, "discriminator_lr": 4e-3, "features": "judge"},
+    "book": {"street_size": (64, 128), "photo_size": (64, 96), "street_scenes": 2, "photos": ("coffee",),
+             "photo_labels": 6, "width": 16, "iterations": 1500, "ramp_iterations": 600,
+             "segmenter_iterations": 400, "generator_lr": 1e-3, "discriminator_lr": 4e-3, "features": "judge"},
+    "full": {"street_size": (128, 256), "photo_size": (128, 192), "street_scenes": 4,
+             "photos": ("coffee", "chelsea", "astronaut"), "photo_labels": 6, "width": 32,
+             "iterations": PAPER_ITERATIONS, "ramp_iterations": 1000, "segmenter_iterations": 1500,
+             "generator_lr": PAPER_LEARNING_RATES["generator"],
+             "discriminator_lr": PAPER_LEARNING_RATES["discriminator"], "features": "auto"},
+}
+
+_BOOK = PROFILES["book"]
+DEVIATIONS = [
+    "Images: one StreetScenes scene at a time (book: "
+    f"{_BOOK['street_scenes']} scenes at {_BOOK['street_size'][0]}×{_BOOK['street_size'][1]}) and scikit-image's "
+    f"photographs at {_BOOK['photo_size'][0]}×{_BOOK['photo_size'][1]} with an automatic "
+    f"{_BOOK['photo_labels']}-label layout (colour and position clustering), instead of the paper's "
+    "hand-labelled photographs at about 256 px and up.",
+    f"Scale: base width {_BOOK['width']} instead of 32; {_BOOK['iterations']:,} iterations of one generator "
+    f"step instead of {PAPER_ITERATIONS:,} iterations of 10 generator steps, 2 discriminator steps and an "
+    "auxiliary step (the full profile keeps 2,500 iterations, one generator step each).",
+    f"Learning rates {_BOOK['generator_lr']:g} (G) and {_BOOK['discriminator_lr']:g} (D) in the smoke and "
+    f"book profiles; the official {PAPER_LEARNING_RATES['generator']:g} and "
+    f"{PAPER_LEARNING_RATES['discriminator']:g} in full. Adam β = (0, 0.9) as in the code. No linear "
+    "learning-rate decay after iteration 1,000.",
+    "Layouts are one-hot label maps (K channels) instead of the official colour-coded 3-channel "
+    "segmentation images.",
+    "SFT ratio: the segmentation encoder ends its blocks with ReLU, so its features are ≥ 0, and the "
+    f"ratio is (F(P′) + {RATIO_EPSILON:g}) / (F(P) + {RATIO_EPSILON:g}), clipped to {RATIO_LIMIT:g}. The "
+    "official code divides LeakyReLU features with ε = 1e-14, which can blow up wherever F(P) is near 0. "
+    "Both give exactly 1 for P′ = P.",
+    "Instance norm (affine) and spectral norm replace the official spectral batch norm at batch 1; no "
+    "residual block inside the encoder's down-sampling blocks.",
+    "Semantic alignment: cross-entropy of the auxiliary segmenter's logits against P′, with gradient to "
+    "G (the paper). The official code takes an L1 distance to the colour-coded layout, computed without "
+    "gradient, so it trains nothing; `alignment_detached` reproduces that.",
+    "The auxiliary segmenter trains on the augmented real pair at every iteration (the official code: "
+    "every 5th, in reconstruction mode) and is a small dilated conv net instead of DeepLab's ASPP.",
+    "Patch coherence on the judge's enc1 (3×3 patches) and enc2 (1×1) instead of VGG-19's first two "
+    "maps (VGG-19 when its weights are supplied, full profile). Each target patch takes its single "
+    "nearest source patch, the paper's min; the official code averages the 5 nearest.",
+    "Augmentation: the thin-plate-spline vectors reach 0.05·W instead of 0.02·W (at 64 px, 0.02·W is "
+    "about one pixel) and a shift of up to 10 % is on (off by default in the code); flips with "
+    "p = 0.5·s and zoom up to 1.2 follow the code. Warps use kornia's thin-plate spline and one "
+    "sampling grid for image (bilinear) and layout (nearest).",
+    "The SPADE-like baseline (`no_sft`) computes γ, β from F(P′) alone, (1 + γ)·IN(x) + β, with the "
+    "same networks and losses, and without the fixed-point loss (it has no fixed point to keep).",
+    "Evaluation: the paper's 'mean IoU / pixel accuracy' of a segmenter on I′ against P′ uses an "
+    "evaluation segmenter trained on each image separately (not the one G trained against), plus the "
+    "judge on street scenes; PSNR to a ground truth exists only for StreetScenes edits, which the paper "
+    "could not measure.",
+]
+
+
+# --------------------------------------------------------------------------- inputs
+
+def check_layout(layout, num_classes: int, size=None, name: str = "layout") -> torch.Tensor:
+    """A one-hot layout (N, num_classes, H, W) float, H and W multiples of 8."""
+    if not isinstance(layout, torch.Tensor) or not layout.is_floating_point() or layout.dim() != 4:
+        got = tuple(layout.shape) if isinstance(layout, torch.Tensor) else type(layout).__name__
+        raise ValueError(f"{name} must be a float one-hot tensor (N, {num_classes}, H, W), got {got}")
+    if layout.shape[1] != num_classes:
+        raise ValueError(f"{name} must have {num_classes} channels (one per label), got {layout.shape[1]}")
+    if size is not None and tuple(layout.shape[-2:]) != tuple(size):
+        raise ValueError(f"{name} must be {tuple(size)} in (H, W), got {tuple(layout.shape[-2:])}")
+    if layout.shape[-2] % 8 or layout.shape[-1] % 8:
+        raise ValueError(f"{name}: H and W must be multiples of 8, got {tuple(layout.shape[-2:])}")
+    return layout
+
+
+def one_hot(labels, num_classes: int) -> torch.Tensor:
+    """labels (N, H, W) or (H, W) int in [0, num_classes) → (N, num_classes, H, W) float."""
+    labels = check_label_map(labels, "labels", num_classes=num_classes, ndim=(2, 3))
+    if labels.dim() == 2:
+        labels = labels[None]
+    return F.one_hot(labels, num_classes).permute(0, 3, 1, 2).float()
+
+
+# --------------------------------------------------------------------------- building blocks
+
+def conv_block(in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1,
+               activation: str = "lrelu") -> nn.Sequential:
+    """reflection pad → spectral-norm conv → instance norm (affine) → LeakyReLU(0.2) or ReLU."""
+    pad = (kernel - 1) // 2 if stride == 1 else (kernel - stride) // 2
+    act = nn.LeakyReLU(0.2) if activation == "lrelu" else nn.ReLU()
+    return nn.Sequential(nn.ReflectionPad2d(pad), spectral_norm(nn.Conv2d(in_channels, out_channels, kernel, stride)),
+                         nn.InstanceNorm2d(out_channels, affine=True), act)
+
+
+def instance_normalize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """IN(x) = (x − μ_nc) / sqrt(σ²_nc + ε) over each sample's and channel's H·W positions."""
+    return F.instance_norm(x, eps=eps)
+
+
+def translate(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """The SFT transform γ · IN(x) + β; x, γ, β (N, C, h, w)."""
+    return gamma * instance_normalize(x) + beta
+
+
+def layout_ratio(target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """(F(P′) + ε) / (F(P) + ε), clipped to [0, RATIO_LIMIT]; both ≥ 0. Exactly 1 where they are equal."""
+    return ((target + RATIO_EPSILON) / (source + RATIO_EPSILON)).clamp(max=RATIO_LIMIT)
+
+
+class ResidualBlock(nn.Module):
+    """x + conv3(LReLU(conv3(x))), biases on, no normalisation (the SFT module's block)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def parameter_net(channels: int) -> nn.Sequential:
+    """f: residual block → spectral-norm 1×1 conv (C → C/2) → ReLU → spectral-norm 1×1 conv (C/2 → C)."""
+    return nn.Sequential(ResidualBlock(channels), spectral_norm(nn.Conv2d(channels, channels // 2, 1)), nn.ReLU(),
+                         spectral_norm(nn.Conv2d(channels // 2, channels, 1)))
+
+
+class SemanticFeatureTranslation(nn.Module):
+    """SFT: per scale l, γ^l = f_γ^l(F^l(P′) / F^l(P)) and β^l = f_β^l(F^l(P′) − F^l(P)).
+
+    ``channels``: the channels of the three scales, e.g. (2w, 4w, 8w). forward(source
+    features, target features), each a list of (N, C_l, h_l, w_l) → list of (γ^l, β^l)
+    of the same shapes. ``conditioning="spade"`` is the baseline without SFT: γ and β
+    from F^l(P′) alone, applied as (1 + γ)·IN(x) + β (returned as γ + 1, so the caller
+    always computes γ·IN(x) + β).
+    """
+
+    def __init__(self, channels, conditioning: str = "sft"):
+        super().__init__()
+        if conditioning not in ("sft", "spade"):
+            raise ValueError(f"conditioning must be 'sft' or 'spade', got {conditioning!r}")
+        self.conditioning = conditioning
+        self.gamma_nets = nn.ModuleList(parameter_net(c) for c in channels)
+        self.beta_nets = nn.ModuleList(parameter_net(c) for c in channels)
+
+    def inputs(self, source_features, target_features):
+        """What f_γ and f_β see at each scale: (ratio, difference) for SFT, (F(P′), F(P′)) for SPADE."""
+        if self.conditioning == "spade":
+            return [(t, t) for t in target_features]
+        return [(layout_ratio(t, s), t - s) for s, t in zip(source_features, target_features)]
+
+    def forward(self, source_features, target_features):
+        params = []
+        for (to_gamma, to_beta), f_gamma, f_beta in zip(self.inputs(source_features, target_features),
+                                                        self.gamma_nets, self.beta_nets):
+            gamma = f_gamma(to_gamma)
+            params.append((gamma + 1 if self.conditioning == "spade" else gamma, f_beta(to_beta)))
+        return params
+
+    @torch.no_grad()
+    def set_fixed_point_(self) -> "SemanticFeatureTranslation":
+        """Make every f_γ return 1 and every f_β return 0 (last conv: weight 0, bias 1 or 0).
+        Then γ·IN(x) + β = IN(x) for any layouts; the fixed-point loss aims at this for P′ = P.
+        A zero matrix cannot be spectrally normalised, so the last convs lose their spectral
+        norm (for demonstrations and tests; training never calls this)."""
+        for nets, value in ((self.gamma_nets, 0.0 if self.conditioning == "spade" else 1.0), (self.beta_nets, 0.0)):
+            for net in nets:
+                if hasattr(net[-1], "weight_orig"):
+                    torch.nn.utils.remove_spectral_norm(net[-1])
+                net[-1].weight.zero_()
+                net[-1].bias.fill_(value)
+        return self
+
+
+def fixed_point_loss(params) -> torch.Tensor:
+    """Σ_l mean|γ^l − 1| + mean|β^l| (the official code's L1 to the fixed point)."""
+    return sum((gamma - 1).abs().mean() + beta.abs().mean() for gamma, beta in params)
+
+
+class AnalogyGenerator(nn.Module):
+    """G(I, P, P′) → I′ (see the module docstring).
+
+    image (N, 3, H, W) in [0, 1]; source_layout, target_layout (N, K, H, W) one-hot;
+    returns (I′ (N, 3, H, W) in [0, 1], [(γ^l, β^l)] for l = 1, 2, 3).
+    """
+
+    def __init__(self, num_classes: int, width: int = 16, conditioning: str = "sft"):
+        super().__init__()
+        self.num_classes, self.width, self.conditioning = int(num_classes), int(width), conditioning
+        channels = (2 * width, 4 * width, 8 * width)
+        self.channels = channels
+
+        def encoder(cin, activation):
+            head = conv_block(cin, width, 7, activation=activation)
+            downs = nn.ModuleList()
+            c = width
+            for cout in channels:
+                downs.append(nn.Sequential(conv_block(c, c, 3, activation=activation),
+                                           conv_block(c, cout, 4, 2, activation=activation)))
+                c = cout
+            return head, downs
+
+        self.seg_head, self.seg_downs = encoder(num_classes, "relu")
+        self.img_head, self.img_downs = encoder(3, "lrelu")
+        self.bottleneck = conv_block(channels[-1], channels[-1])
+        ups = []
+        for cin, cout in zip(reversed(channels), (4 * width, 2 * width, width)):
+            ups.append(nn.Sequential(spectral_norm(nn.ConvTranspose2d(cin, cout, 4, 2, 1)),
+                                     nn.InstanceNorm2d(cout, affine=True), nn.LeakyReLU(0.2)))
+        self.ups = nn.ModuleList(ups)
+        self.tail = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(width, 3, 3), nn.Tanh())
+        self.sft = SemanticFeatureTranslation(channels, conditioning)
+
+    def layout_features(self, layout: torch.Tensor) -> list[torch.Tensor]:
+        """E_seg: F^1, F^2, F^3 (N, 2w | 4w | 8w, H/2 | H/4 | H/8, …), all ≥ 0."""
+        x = self.seg_head(layout)
+        features = []
+        for down in self.seg_downs:
+            x = down(x)
+            features.append(x)
+        return features
+
+    def translation(self, source_layout, target_layout):
+        """The SFT parameters [(γ^l, β^l)] for a change of layout P → P′."""
+        return self.sft(self.layout_features(source_layout), self.layout_features(target_layout))
+
+    def forward(self, image, source_layout, target_layout):
+        check_images(image, "image", ndim=(4,))
+        size = tuple(image.shape[-2:])
+        check_layout(source_layout, self.num_classes, size, "source_layout")
+        check_layout(target_layout, self.num_classes, size, "target_layout")
+        params = self.translation(source_layout, target_layout)
+        x = self.img_head(image * 2 - 1)
+        for down, (gamma, beta) in zip(self.img_downs, params):
+            x = translate(down(x), gamma, beta)
+        x = self.bottleneck(x)
+        for up, (gamma, beta) in zip(self.ups, reversed(params)):
+            x = up(translate(x, gamma, beta))
+        return (self.tail(x) + 1) / 2, params
+
+
+class PatchDiscriminator(nn.Module):
+    """LSGAN patch critic: three 4×4 stride-2 convs and two 3×3 convs (spectral norm, IN).
+
+    images (N, 3, H, W) in [0, 1] → (scores (N, 1, H/8, W/8), [intermediate features]).
+    """
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        w = width
+        self.blocks = nn.ModuleList([
+            nn.Sequential(spectral_norm(nn.Conv2d(3, w, 4, 2, 1)), nn.LeakyReLU(0.2)),
+            nn.Sequential(spectral_norm(nn.Conv2d(w, 2 * w, 4, 2, 1)), nn.InstanceNorm2d(2 * w), nn.LeakyReLU(0.2)),
+            nn.Sequential(spectral_norm(nn.Conv2d(2 * w, 4 * w, 4, 2, 1)), nn.InstanceNorm2d(4 * w),
+                          nn.LeakyReLU(0.2)),
+            nn.Sequential(spectral_norm(nn.Conv2d(4 * w, 8 * w, 3, 1, 1)), nn.InstanceNorm2d(8 * w),
+                          nn.LeakyReLU(0.2)),
+        ])
+        self.head = spectral_norm(nn.Conv2d(8 * w, 1, 3, 1, 1))
+
+    def forward(self, images):
+        x = images * 2 - 1
+        features = []
+        for block in self.blocks:
+            x = block(x)
+            features.append(x)
+        return self.head(x), features
+
+
+class AuxiliarySegmenter(nn.Module):
+    """S: image (N, 3, H, W) in [0, 1] → logits (N, K, H, W). Two convs (one of stride 2),
+    two dilated branches (rates 2 and 4, ASPP-like), a 1×1 fusion, bilinear up-sampling."""
+
+    def __init__(self, num_classes: int, width: int = 16):
+        super().__init__()
+        w = 2 * width
+        self.stem = nn.Sequential(conv_block(3, w), conv_block(w, w, 4, 2))
+        self.branches = nn.ModuleList(nn.Sequential(nn.Conv2d(w, w, 3, padding=r, dilation=r), nn.LeakyReLU(0.2))
+                                      for r in (2, 4))
+        self.fuse = nn.Sequential(nn.Conv2d(3 * w, w, 1), nn.LeakyReLU(0.2), nn.Conv2d(w, num_classes, 1))
+
+    def forward(self, images):
+        x = self.stem(images * 2 - 1)
+        x = self.fuse(torch.cat([x] + [b(x) for b in self.branches], dim=1))
+        return F.interpolate(x, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+# --------------------------------------------------------------------------- joint augmentation
+
+def augmentation_strength(iteration: int, ramp_iterations: int, ramp: bool = True) -> float:
+    """s = min(1, iteration / ramp_iterations) with the ramp, 1 without (dataset.py's iter_factor)."""
+    if not ramp or ramp_iterations <= 0:
+        return 1.0
+    return min(1.0, iteration / ramp_iterations)
+
+
+def _base_grid(height: int, width: int) -> torch.Tensor:
+    ys = (torch.arange(height, dtype=torch.float32) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, dtype=torch.float32) + 0.5) / width * 2 - 1
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x, grid_y], dim=-1)   # (H, W, 2) as (x, y), grid_sample's convention
+
+
+def augmentation_grid(size, strength: float, generator: torch.Generator, settings=AUGMENTATION) -> tuple:
+    """A random sampling grid (1, H, W, 2) for one joint warp, and what it drew.
+
+    Output position p (normalised to [-1, 1]) reads the input at T(A⁻¹(flip(p))): flip
+    x → −x with probability 0.5·s; A a zoom by z ∈ [1, 1 + 0.2·s] and a shift up to
+    0.1·s; T a kornia thin-plate spline moving a 3×3 grid of control points by up to
+    0.05·s·(width) (with probability 0.5). s = 0 gives the identity grid.
+    """
+    from kornia.geometry.transform import get_tps_transform, warp_points_tps
+
+    height, width = (int(v) for v in size)
+
+    def uniform(low, high, count=1):
+        return low + (high - low) * torch.rand(count, generator=generator)
+
+    flip = bool(uniform(0, 1) < settings["flip"] * strength)
+    use_tps = bool(uniform(0, 1) < settings["tps_probability"])
+    zoom = float(uniform(1.0, 1.0 + settings["scale_max"] * strength))
+    shift = uniform(-settings["shift_max"] * strength, settings["shift_max"] * strength, 2) * 2
+    k = settings["tps_points"]
+    line = torch.linspace(-1, 1, k)
+    control = torch.stack(torch.meshgrid(line, line, indexing="xy"), dim=-1).reshape(1, k * k, 2)
+    vectors = (torch.rand(1, k * k, 2, generator=generator) * 2 - 1) * settings["tps_max"] * strength * 2
+    points = _base_grid(height, width).reshape(1, -1, 2)
+    if flip:
+        points = points * torch.tensor([-1.0, 1.0])
+    points = (points - shift) / zoom
+    if use_tps and strength > 0:
+        kernel_weights, affine_weights = get_tps_transform(control, control + vectors)
+        points = warp_points_tps(points, control, kernel_weights, affine_weights)
+    drawn = {"flip": flip, "zoom": zoom, "shift": shift.tolist(), "tps": use_tps and strength > 0}
+    return points.reshape(1, height, width, 2), drawn
+
+
+def warp_pair(image: torch.Tensor, labels: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warp image (N, 3, H, W) bilinearly and labels (N, H, W) by nearest neighbour with the
+    *same* grid (N or 1, H, W, 2); borders are extended."""
+    grid = grid.expand(len(image), -1, -1, -1)
+    warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    warped_labels = F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="border",
+                                  align_corners=False)[:, 0].round().long()
+    return warped, warped_labels
+
+
+def joint_augment(image: torch.Tensor, labels: torch.Tensor, strength: float, generator: torch.Generator):
+    """(I_aug, P_aug): image (N, 3, H, W) and labels (N, H, W) warped by one random grid."""
+    grid, _ = augmentation_grid(image.shape[-2:], strength, generator)
+    return warp_pair(image, labels, grid)
+
+
+# --------------------------------------------------------------------------- losses
+
+def _patches(features: torch.Tensor, size: int) -> torch.Tensor:
+    """(1, C, h, w) → (positions, C·size²), every size×size patch (stride 1)."""
+    return F.unfold(features, size).transpose(1, 2)[0]
+
+
+def patch_coherence_loss(target_features, source_features, sampling=PATCH_SAMPLING,
+                         generator: torch.Generator | None = None, nearest: int = 1) -> torch.Tensor:
+    """1/N Σ_V min_U ‖V − U‖₁ (mean over elements) over random target patches V.
+
+    target_features, source_features: lists of (1, C_l, h_l, w_l) (the generated image's and
+    the source image's features). ``sampling``: (patch size, count) per map. ``nearest`` > 1
+    averages the distances to the ``nearest`` closest source patches (the official code's 5).
+    Zero when the target is the source: each target patch finds itself.
+    """
+    total = 0.0
+    for (size, count), target, source in zip(sampling, target_features, source_features):
+        target_patches = _patches(target, size)
+        source_patches = _patches(source, size).detach()
+        picks = torch.randint(len(target_patches), (count,), generator=generator)
+        chosen = target_patches[picks]
+        distances = torch.cdist(chosen.detach(), source_patches, p=1)     # (count, positions)
+        best = distances.topk(nearest, dim=1, largest=False).indices        # (count, nearest)
+        matched = source_patches[best]                                       # (count, nearest, D)
+        total = total + (chosen[:, None] - matched).abs().mean()
+    return total / len(sampling)
+
+
+def lsgan_loss(scores: torch.Tensor, real: bool) -> torch.Tensor:
+    """Least squares: mean (D − 1)² for real, mean D² for fake."""
+    return ((scores - 1) ** 2).mean() if real else (scores ** 2).mean()
+
+
+def feature_matching_loss(fake_features, real_features) -> torch.Tensor:
+    """Mean over D's layers of ‖D_l(fake) − D_l(real)‖₁ (real detached)."""
+    return sum(F.l1_loss(f, r.detach()) for f, r in zip(fake_features, real_features)) / len(fake_features)
+
+
+# --------------------------------------------------------------------------- training
+
+class AnalogyTrainer(nn.Module):
+    """G, D and S for one image, and one training iteration of each mode.
+
+    ``iteration_loss(iteration, optimizers)`` draws the iteration's augmentation, steps D and
+    S with their optimizers and returns G's loss (the caller steps G). The image and its
+    labels are fixed: image (1, 3, H, W), labels (1, H, W) in [0, K).
+    """
+
+    def __init__(self, image, labels, num_classes: int, spec: dict, settings: dict, features=None, seed: int = 0):
+        super().__init__()
+        image = check_images(image, "image", ndim=(4,))
+        labels = check_label_map(labels, "labels", num_classes=num_classes, ndim=(3,))
+        if len(image) != 1 or labels.shape != (1, *image.shape[-2:]):
+            raise ValueError(f"one image (1, 3, H, W) with labels (1, H, W), got {tuple(image.shape)} and "
+                             f"{tuple(labels.shape)}")
+        self.register_buffer("image", image)
+        self.register_buffer("labels", labels)
+        self.num_classes, self.spec, self.settings, self.seed = num_classes, spec, settings, seed
+        width = settings["width"]
+        self.generator = AnalogyGenerator(num_classes, width, spec["conditioning"])
+        self.discriminator = PatchDiscriminator(width)
+        self.segmenter = AuxiliarySegmenter(num_classes, width)
+        # a frozen FeatureExtractor; set past nn.Module so it is neither a submodule nor checkpointed
+        object.__setattr__(self, "features", features)
+        self.running_logs: dict[str, float] = {}
+
+    def generator_parameters(self):
+        return self.generator.parameters()
+
+    def augmented(self, iteration: int):
+        """(I_aug, P_aug) of ``iteration``: a function of (seed, iteration) only."""
+        rng = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
+        strength = augmentation_strength(iteration, self.settings["ramp_iterations"], self.spec["ramp"])
+        image, labels = joint_augment(self.image.cpu(), self.labels.cpu(), strength, rng)
+        return image.to(self.image.device), labels.to(self.image.device), rng
+
+    def iteration_loss(self, iteration: int, discriminator_optimizer, segmenter_optimizer):
+        aug_image, aug_labels, rng = self.augmented(iteration)
+        reconstruction = iteration % RECONSTRUCTION_EVERY == 0
+        if reconstruction:
+            source_image, source_labels, target_image, target_labels = aug_image, aug_labels, aug_image, aug_labels
+        else:
+            source_image, source_labels, target_image, target_labels = self.image, self.labels, aug_image, aug_labels
+            if torch.rand(1, generator=rng).item() < 0.5:   # the official random swap of source and target
+                source_image, target_image = target_image, source_image
+                source_labels, target_labels = target_labels, source_labels
+        noise = (torch.rand(source_image.shape, generator=rng).to(source_image.device) - 0.5) * 2 / 255
+        source_layout = one_hot(source_labels, self.num_classes)
+        target_layout = one_hot(target_labels, self.num_classes)
+        fake, params = self.generator((source_image + noise).clamp(0, 1), source_layout, target_layout)
+
+        # D: real I_target against the fake
+        discriminator_optimizer.zero_grad(set_to_none=True)
+        real_scores, _ = self.discriminator(target_image)
+        fake_scores, _ = self.discriminator(fake.detach())
+        d_loss = lsgan_loss(real_scores, True) + lsgan_loss(fake_scores, False)
+        d_loss.backward()
+        discriminator_optimizer.step()
+        # S: the real augmented pair
+        segmenter_optimizer.zero_grad(set_to_none=True)
+        s_loss = F.cross_entropy(self.segmenter(aug_image), aug_labels)
+        s_loss.backward()
+        segmenter_optimizer.step()
+
+        w = LOSS_WEIGHTS
+        for p in list(self.discriminator.parameters()) + list(self.segmenter.parameters()):
+            p.requires_grad_(False)
+        try:
+            fake_scores, fake_features = self.discriminator(fake)
+            _, real_features = self.discriminator(target_image)
+            adversarial = lsgan_loss(fake_scores, True)
+            matching = feature_matching_loss(fake_features, real_features)
+            loss = w["adversarial"] * adversarial + w["feature_matching"] * matching
+            logs = {"d_loss": float(d_loss.detach()), "segmenter_loss": float(s_loss.detach()),
+                    "adversarial": float(adversarial.detach()), "feature_matching": float(matching.detach())}
+            if reconstruction:
+                l1 = F.l1_loss(fake, target_image)
+                loss = loss + w["reconstruction"] * l1
+                logs["reconstruction"] = float(l1.detach())
+                if self.spec["fixed_point"]:
+                    fixed = fixed_point_loss(params)
+                    loss = loss + w["fixed_point"] * fixed
+                    logs["fixed_point"] = float(fixed.detach())
+            else:
+                if self.features is not None:
+                    patch = patch_coherence_loss(self.features(fake), self.features(source_image), generator=rng)
+                    loss = loss + w["patch"] * patch
+                    logs["patch"] = float(patch.detach())
+                if self.spec["alignment"] == "gradient":
+                    alignment = F.cross_entropy(self.segmenter(fake), target_labels)
+                    loss = loss + w["alignment"] * alignment
+                else:   # the official code: computed on fake.detach() under no_grad, a constant for G
+                    with torch.no_grad():
+                        alignment = F.cross_entropy(self.segmenter(fake.detach()), target_labels)
+                logs["alignment"] = float(alignment.detach())
+        finally:
+            for p in list(self.discriminator.parameters()) + list(self.segmenter.parameters()):
+                p.requires_grad_(True)
+        return loss, self.smoothed(logs)
+
+    def smoothed(self, logs: dict, decay: float = 0.9) -> dict:
+        """Exponential moving averages of every logged term. The two modes log different
+        terms, and ``fit`` records every 10th iteration only, so raw logs would never show
+        the reconstruction-mode terms (iterations 0, 5, 10, …)."""
+        for key, value in logs.items():
+            previous = self.running_logs.get(key)
+            self.running_logs[key] = value if previous is None else decay * previous + (1 - decay) * value
+        return dict(self.running_logs)
+
+
+# --------------------------------------------------------------------------- the non-parametric baseline
+
+def _neighbourhoods(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """(C, H, W) → (H·W, C·size²): each pixel's size×size neighbourhood (replicated borders)."""
+    pad = size // 2
+    padded = F.pad(maps[None], (pad, pad, pad, pad), mode="replicate")
+    return F.unfold(padded, size)[0].T
+
+
+def _nearest(queries: torch.Tensor, keys: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """Index of the nearest key (squared L2) for every query, in chunks."""
+    key_norms = (keys ** 2).sum(1)
+    best = []
+    for start in range(0, len(queries), chunk):
+        q = queries[start:start + chunk]
+        distances = (q ** 2).sum(1, keepdim=True) - 2 * q @ keys.T + key_norms
+        best.append(distances.argmin(dim=1))
+    return torch.cat(best)
+
+
+def image_analogies(source_image: torch.Tensor, source_labels: torch.Tensor, target_labels: torch.Tensor,
+                    num_classes: int, patch: int = 5, passes: int = 2, appearance_weight: float = 1.0,
+                    position_weight: float = 0.05) -> torch.Tensor:
+    """Label-guided nearest-neighbour patch matching (Image Analogies, A : A′ :: B : B′ with
+    A = P, A′ = I, B = P′): each output pixel copies the source pixel whose matching vector is
+    nearest.
+
+    Pass 1 matches one-hot label neighbourhoods (patch × patch) plus a small position term
+    ``position_weight``·‖p_t − p_s‖² (normalised coordinates), which breaks the ties of uniform
+    regions in favour of nearby pixels. Each later pass adds the current output's RGB
+    neighbourhood against the source's, weighted by ``appearance_weight``: Hertzmann's
+    coherence with the B′ synthesised so far (here non-causal, a whole image at a time).
+
+    source_image (3, H, W), source_labels and target_labels (H, W) → I′ (3, H, W). With
+    P′ = P it returns the source exactly: every pixel's own neighbourhood is at distance 0.
+    """
+    source_image = check_images(source_image, "source_image", ndim=(3,))
+    source_labels = check_label_map(source_labels, "source_labels", num_classes=num_classes, ndim=(2,))
+    target_labels = check_label_map(target_labels, "target_labels", num_classes=num_classes, ndim=(2,))
+    if source_labels.shape != target_labels.shape or source_labels.shape != source_image.shape[-2:]:
+        raise ValueError(f"image {tuple(source_image.shape)}, source labels {tuple(source_labels.shape)} and "
+                         f"target labels {tuple(target_labels.shape)} must share (H, W)")
+    height, width = source_labels.shape
+    positions = _base_grid(height, width).reshape(-1, 2) * math.sqrt(position_weight)
+    source_keys = torch.cat([_neighbourhoods(one_hot(source_labels, num_classes)[0], patch), positions], 1)
+    target_queries = torch.cat([_neighbourhoods(one_hot(target_labels, num_classes)[0], patch), positions], 1)
+    source_pixels = source_image.reshape(3, -1)
+    match = _nearest(target_queries, source_keys)
+    scale = math.sqrt(appearance_weight)
+    source_appearance = _neighbourhoods(source_image, patch) * scale
+    for _ in range(passes - 1):
+        output = source_pixels[:, match].reshape(3, height, width)
+        match = _nearest(torch.cat([target_queries, _neighbourhoods(output, patch) * scale], 1),
+                         torch.cat([source_keys, source_appearance], 1))
+    return source_pixels[:, match].reshape(3, height, width)
+
+
+# --------------------------------------------------------------------------- layouts for photographs
+
+def photo_layout(image: np.ndarray, clusters: int, position_weight: float = 1.0, iterations: int = 20,
+                 smoothing: int = 5, seed: int = 0) -> np.ndarray:
+    """An automatic layout for a photograph: k-means on (L*, a*, b*, y, x) per pixel.
+
+    image (H, W, 3) float in [0, 1] → labels (H, W) int64 in [0, clusters). The colour
+    channels are CIELAB scaled to unit variance; y and x are in [0, 1] times
+    ``position_weight`` (so clusters are regions, not scattered colours). k-means++
+    seeding, ``iterations`` Lloyd steps, then a ``smoothing``×``smoothing`` majority
+    filter removes speckles; labels are renumbered by area, largest first.
+    """
+    from skimage.color import rgb2lab
+
+    image = np.asarray(image, np.float32)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3), got {image.shape}")
+    height, width = image.shape[:2]
+    lab = rgb2lab(np.clip(image, 0, 1)).reshape(-1, 3)
+    lab = (lab - lab.mean(0)) / (lab.std(0) + 1e-6)
+    ys, xs = np.mgrid[0:height, 0:width]
+    points = np.concatenate([lab, position_weight * np.stack([ys.ravel() / height, xs.ravel() / width], 1) * 3], 1)
+    rng = np.random.default_rng(seed)
+    centres = [points[rng.integers(len(points))]]
+    for _ in range(1, clusters):   # k-means++
+        d2 = np.min(((points[:, None] - np.array(centres)[None]) ** 2).sum(-1), axis=1)
+        centres.append(points[rng.choice(len(points), p=d2 / d2.sum())])
+    centres = np.array(centres)
+    for _ in range(iterations):
+        assign = ((points[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
+        for k in range(clusters):
+            if np.any(assign == k):
+                centres[k] = points[assign == k].mean(0)
+    labels = torch.from_numpy(assign.reshape(height, width))
+    votes = F.one_hot(labels, clusters).permute(2, 0, 1)[None].float()
+    labels = F.avg_pool2d(F.pad(votes, [smoothing // 2] * 4, mode="replicate"), smoothing, 1).argmax(1)[0].numpy()
+    order = np.argsort(-np.bincount(labels.ravel(), minlength=clusters), kind="stable")
+    return np.argsort(order)[labels].astype(np.int64)
+
+
+# --------------------------------------------------------------------------- layout edits
+
+def _fill_vacated(labels: torch.Tensor, vacated: torch.Tensor) -> torch.Tensor:
+    """Give every vacated pixel the label of the nearest non-vacated pixel (grown one ring at a time)."""
+    labels = labels.clone()
+    known = ~vacated
+    while not known.all():
+        votes = F.one_hot(labels.where(known, 0), int(labels.max()) + 1).permute(2, 0, 1).float() * known
+        grown = F.max_pool2d(votes[None], 3, 1, 1)[0]
+        newly = ~known & (grown.sum(0) > 0)
+        if not newly.any():
+            break
+        summed = F.avg_pool2d(votes[None], 3, 1, 1)[0]
+        labels[newly] = summed.argmax(0)[newly]
+        known = known | newly
+    return labels
+
+
+def component_mask(labels: torch.Tensor, label: int) -> torch.Tensor:
+    """The largest 4-connected region of ``label`` in (H, W) labels, as a bool mask."""
+    from scipy import ndimage
+
+    regions, count = ndimage.label((labels == label).numpy())
+    if count == 0:
+        raise ValueError(f"label {label} does not occur in the layout")
+    sizes = np.bincount(regions.ravel())[1:]
+    return torch.from_numpy(regions == 1 + int(sizes.argmax()))
+
+
+def edit_layout(labels: torch.Tensor, mask: torch.Tensor, kind: str, shift=(0, 0), factor: float = 1.0,
+                label: int | None = None) -> torch.Tensor:
+    """Edit a region of a label map (H, W): the four edits of the paper's figures.
+
+    - ``move``: the region moves by ``shift`` = (dy, dx) pixels; what it leaves takes the
+      nearest surrounding label;
+    - ``scale``: the region scales by ``factor`` about its centre;
+    - ``remove``: the region takes the nearest surrounding label;
+    - ``add``: a copy of the region is pasted at ``shift`` (the original stays).
+
+    ``label``: the region's label (default: the most common label under ``mask``).
+    """
+    if kind not in ("move", "scale", "remove", "add"):
+        raise ValueError(f"edit kind must be move, scale, remove or add, got {kind!r}")
+    labels = torch.as_tensor(labels).long()
+    mask = torch.as_tensor(mask).bool()
+    if mask.shape != labels.shape or not mask.any():
+        raise ValueError(f"mask must be a non-empty (H, W) bool map like the labels {tuple(labels.shape)}")
+    label = int(torch.mode(labels[mask]).values) if label is None else int(label)
+    height, width = labels.shape
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    if kind == "scale":
+        cy, cx = ys.float().mean(), xs.float().mean()
+        gy, gx = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+        sy = ((gy - cy) / factor + cy).round().long()
+        sx = ((gx - cx) / factor + cx).round().long()
+        inside = (sy >= 0) & (sy < height) & (sx >= 0) & (sx < width)
+        moved = torch.zeros_like(mask)
+        moved[inside] = mask[sy[inside], sx[inside]]
+    else:
+        dy, dx = (int(v) for v in shift)
+        ny, nx = ys + dy, xs + dx
+        keep = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
+        moved = torch.zeros_like(mask)
+        moved[ny[keep], nx[keep]] = True
+    result = labels.clone()
+    if kind in ("move", "scale", "remove"):
+        result = _fill_vacated(labels, mask)
+    if kind != "remove":
+        result[moved] = label
+    return result
