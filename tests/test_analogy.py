@@ -81,6 +81,26 @@ def test_generator_shapes_and_errors(scene):
 
 # --------------------------------------------------------------------------- augmentation
 
+@pytest.mark.parametrize("seed", range(3))
+def test_thin_plate_spline_moves_the_control_points_by_at_most_the_stated_amount(seed):
+    settings = dict(analogy.AUGMENTATION, flip=0.0, tps_probability=2.0, scale_max=0.0, shift_max=0.0)
+    grid, drawn = analogy.augmentation_grid(SIZE, 1.0, torch.Generator().manual_seed(seed), settings)
+    displacement = (grid - analogy._base_grid(*SIZE)[None]).abs() / 2   # in units of the image size
+    # the control points move by at most tps_max; the spline between them may overshoot a little
+    assert drawn["tps"] and 0.2 * settings["tps_max"] < displacement.max() <= settings["tps_max"] * 1.5
+
+
+def test_a_local_edit_leaves_the_layout_features_far_away_unchanged(scene):
+    _, labels = scene
+    generator = analogy.AnalogyGenerator(NUM_CLASSES, width=4).eval()
+    edited = labels.clone()
+    edited[-6:, -10:] = 0   # bottom-right corner
+    features = generator.layout_features(torch.cat(_layouts(labels, edited)))
+    for f in features[:2]:   # the receptive field of the first two scales stays well inside the image
+        quarter = (slice(None), slice(None), slice(0, f.shape[-2] // 3), slice(0, f.shape[-1] // 3))
+        assert torch.equal(f[0][quarter[1:]], f[1][quarter[1:]])
+
+
 def test_zero_strength_augmentation_is_the_identity(scene):
     image, labels = scene
     warped, warped_labels = analogy.joint_augment(image[None], labels[None], 0.0, torch.Generator().manual_seed(1))
@@ -151,7 +171,8 @@ def _trainer(scene, alignment):
     spec = dict(analogy.MODEL_SPECS["sft"], alignment=alignment)
     settings = dict(analogy.PROFILES["smoke"])
     torch.manual_seed(0)
-    return analogy.AnalogyTrainer(image[None], labels[None], NUM_CLASSES, spec, settings)
+    features = analogy_runs.patch_features(settings, "cpu")
+    return analogy.AnalogyTrainer(image[None], labels[None], NUM_CLASSES, spec, settings, features)
 
 
 @pytest.mark.parametrize("alignment", ["gradient", "detached"])
@@ -179,6 +200,8 @@ def test_reconstruction_mode_every_fifth_iteration_adds_l1_and_the_fixed_point(s
 def test_trainer_rejects_batches_and_bad_labels(scene):
     image, labels = scene
     spec, settings = analogy.MODEL_SPECS["sft"], analogy.PROFILES["smoke"]
+    with pytest.raises(ValueError, match="feature extractor"):
+        analogy.AnalogyTrainer(image[None], labels[None], NUM_CLASSES, spec, settings)
     with pytest.raises(ValueError, match="one image"):
         analogy.AnalogyTrainer(image[None].repeat(2, 1, 1, 1), labels[None].repeat(2, 1, 1), NUM_CLASSES, spec,
                                settings)
@@ -204,6 +227,8 @@ def test_image_analogies_paints_an_edited_region_from_source_pixels_of_that_labe
     assert (inside[:, :, None] == source_colours[:, None, :]).all(0).any(1).all()
     with pytest.raises(ValueError, match="share"):
         analogy.image_analogies(image, labels, labels[:, :32], NUM_CLASSES)
+    with pytest.raises(ValueError, match="odd"):
+        analogy.image_analogies(image, labels, labels, NUM_CLASSES, patch=4)
 
 
 # --------------------------------------------------------------------------- layouts and edits
@@ -235,6 +260,8 @@ def test_layout_edits_move_scale_remove_and_add():
         analogy.edit_layout(labels, mask, "rotate")
     with pytest.raises(ValueError, match="mask"):
         analogy.edit_layout(labels, torch.zeros_like(mask), "move")
+    with pytest.raises(ValueError, match="factor"):
+        analogy.edit_layout(labels, mask, "scale", factor=0)
 
 
 def test_street_edits_have_true_images_that_differ_where_the_layout_changed():
@@ -335,6 +362,8 @@ def test_run_rejects_unknown_models_and_profiles(tmp_path):
         analogy_runs.run("smoke", models=("sft", "sft_v2"), run_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="profile"):
         analogy_runs.run("huge", run_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="export"):
+        analogy_runs.run("smoke", models=("no_sft",), run_dir=tmp_path, export=True, progress=False)
     assert not any(tmp_path.iterdir())
 
 

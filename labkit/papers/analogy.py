@@ -97,7 +97,7 @@ PROFILES = {
               "photo_labels": 4, "width": 4, "iterations": 6, "ramp_iterations": 3, "segmenter_iterations": 4,
               "generator_lr": 1e-3, "discriminator_lr": 4e-3, "features": "judge"},
     "book": {"street_size": (64, 128), "photo_size": (64, 96), "street_scenes": 2, "photos": ("coffee",),
-             "photo_labels": 6, "width": 16, "iterations": 1500, "ramp_iterations": 600,
+             "photo_labels": 6, "width": 16, "iterations": 1800, "ramp_iterations": 720,
              "segmenter_iterations": 400, "generator_lr": 1e-3, "discriminator_lr": 4e-3, "features": "judge"},
     "full": {"street_size": (128, 256), "photo_size": (128, 192), "street_scenes": 4,
              "photos": ("coffee", "chelsea", "astronaut"), "photo_labels": 6, "width": 32,
@@ -126,8 +126,12 @@ DEVIATIONS = [
     f"ratio is (F(P′) + {RATIO_EPSILON:g}) / (F(P) + {RATIO_EPSILON:g}), clipped to {RATIO_LIMIT:g}. The "
     "official code divides LeakyReLU features with ε = 1e-14, which can blow up wherever F(P) is near 0. "
     "Both give exactly 1 for P′ = P.",
-    "Instance norm (affine) and spectral norm replace the official spectral batch norm at batch 1; no "
-    "residual block inside the encoder's down-sampling blocks.",
+    "Architecture, simplified: instance norm (affine) with spectral norm in E_img and the decoder instead "
+    "of the official spectral batch norm at batch 1; E_seg keeps batch norm, over the pair (P, P′) "
+    "in one batch, so that an edit changes F(P′) − F(P) only near the edit; no residual blocks in the down- and up-sampling blocks; the SFT residual "
+    "block is conv3–LReLU–conv3 (official: a spectral-norm 1×1–3×3–1×1 bottleneck); a tanh output; a "
+    "plain patch discriminator instead of CC-FPSE's; one D step per iteration (official: one before and "
+    "one after the G steps); flip, then zoom and shift, then the spline (official: flip, spline, affine).",
     "Semantic alignment: cross-entropy of the auxiliary segmenter's logits against P′, with gradient to "
     "G (the paper). The official code takes an L1 distance to the colour-coded layout, computed without "
     "gradient, so it trains nothing; `alignment_detached` reproduces that.",
@@ -143,9 +147,11 @@ DEVIATIONS = [
     "The SPADE-like baseline (`no_sft`) computes γ, β from F(P′) alone, (1 + γ)·IN(x) + β, with the "
     "same networks and losses, and without the fixed-point loss (it has no fixed point to keep).",
     "Evaluation: the paper's 'mean IoU / pixel accuracy' of a segmenter on I′ against P′ uses an "
-    "evaluation segmenter trained on each image separately (not the one G trained against), plus the "
-    "judge on street scenes; PSNR to a ground truth exists only for StreetScenes edits, which the paper "
-    "could not measure.",
+    "evaluation segmenter trained on each image separately, on its own augmentations, with another "
+    "architecture (a small U-Net) than the auxiliary segmenter G trained against, plus the judge on "
+    "street scenes. The judge also supplies the patch-coherence features in the smoke and book "
+    "profiles, so its scores are not independent of training. PSNR to a ground truth exists only for "
+    "StreetScenes edits, which the paper could not measure.",
 ]
 
 
@@ -176,12 +182,18 @@ def one_hot(labels, num_classes: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- building blocks
 
 def conv_block(in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1,
-               activation: str = "lrelu") -> nn.Sequential:
-    """reflection pad → spectral-norm conv → instance norm (affine) → LeakyReLU(0.2) or ReLU."""
+               activation: str = "lrelu", norm: str = "instance") -> nn.Sequential:
+    """reflection pad → spectral-norm conv → norm (affine) → LeakyReLU(0.2) or ReLU.
+
+    ``norm``: "instance" (statistics of each image) or "batch" (statistics of the batch in
+    training, running statistics in evaluation: the official code's norm)."""
+    if norm not in ("instance", "batch"):
+        raise ValueError(f"norm must be 'instance' or 'batch', got {norm!r}")
     pad = (kernel - 1) // 2 if stride == 1 else (kernel - stride) // 2
     act = nn.LeakyReLU(0.2) if activation == "lrelu" else nn.ReLU()
+    normalise = nn.InstanceNorm2d(out_channels, affine=True) if norm == "instance" else nn.BatchNorm2d(out_channels)
     return nn.Sequential(nn.ReflectionPad2d(pad), spectral_norm(nn.Conv2d(in_channels, out_channels, kernel, stride)),
-                         nn.InstanceNorm2d(out_channels, affine=True), act)
+                         normalise, act)
 
 
 def instance_normalize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -282,18 +294,21 @@ class AnalogyGenerator(nn.Module):
         channels = (2 * width, 4 * width, 8 * width)
         self.channels = channels
 
-        def encoder(cin, activation):
-            head = conv_block(cin, width, 7, activation=activation)
+        def encoder(cin, activation, norm):
+            head = conv_block(cin, width, 7, activation=activation, norm=norm)
             downs = nn.ModuleList()
             c = width
             for cout in channels:
-                downs.append(nn.Sequential(conv_block(c, c, 3, activation=activation),
-                                           conv_block(c, cout, 4, 2, activation=activation)))
+                downs.append(nn.Sequential(conv_block(c, c, 3, activation=activation, norm=norm),
+                                           conv_block(c, cout, 4, 2, activation=activation, norm=norm)))
                 c = cout
             return head, downs
 
-        self.seg_head, self.seg_downs = encoder(num_classes, "relu")
-        self.img_head, self.img_downs = encoder(3, "lrelu")
+        # E_seg uses batch norm, as the official code: P and P′ pass in one batch and share its
+        # statistics, so a local edit changes F(P′) − F(P) only near the edit (instance norm's
+        # per-image statistics would spread it over the whole map)
+        self.seg_head, self.seg_downs = encoder(num_classes, "relu", norm="batch")
+        self.img_head, self.img_downs = encoder(3, "lrelu", norm="instance")
         self.bottleneck = conv_block(channels[-1], channels[-1])
         ups = []
         for cin, cout in zip(reversed(channels), (4 * width, 2 * width, width)):
@@ -304,7 +319,8 @@ class AnalogyGenerator(nn.Module):
         self.sft = SemanticFeatureTranslation(channels, conditioning)
 
     def layout_features(self, layout: torch.Tensor) -> list[torch.Tensor]:
-        """E_seg: F^1, F^2, F^3 (N, 2w | 4w | 8w, H/2 | H/4 | H/8, …), all ≥ 0."""
+        """E_seg: F^1, F^2, F^3 (N, 2w | 4w | 8w, H/2 | H/4 | H/8, …), all ≥ 0 (ReLU); in evaluation
+        (running batch-norm statistics) each a function of the layout within its receptive field."""
         x = self.seg_head(layout)
         features = []
         for down in self.seg_downs:
@@ -313,8 +329,12 @@ class AnalogyGenerator(nn.Module):
         return features
 
     def translation(self, source_layout, target_layout):
-        """The SFT parameters [(γ^l, β^l)] for a change of layout P → P′."""
-        return self.sft(self.layout_features(source_layout), self.layout_features(target_layout))
+        """The SFT parameters [(γ^l, β^l)] for a change of layout P → P′. E_seg sees P and P′ in one
+        batch, so both pass the same weights (spectral norm's power iteration steps once per forward
+        in training) and P′ = P gives exactly ratio 1 and difference 0."""
+        features = self.layout_features(torch.cat([source_layout, target_layout]))
+        count = len(source_layout)
+        return self.sft([f[:count] for f in features], [f[count:] for f in features])
 
     def forward(self, image, source_layout, target_layout):
         check_images(image, "image", ndim=(4,))
@@ -422,7 +442,8 @@ def augmentation_grid(size, strength: float, generator: torch.Generator, setting
     points = (points - shift) / zoom
     if use_tps and strength > 0:
         kernel_weights, affine_weights = get_tps_transform(control, control + vectors)
-        points = warp_points_tps(points, control, kernel_weights, affine_weights)
+        # kornia: the kernel centres are get_tps_transform's second argument (the control points' targets)
+        points = warp_points_tps(points, control + vectors, kernel_weights, affine_weights)
     drawn = {"flip": flip, "zoom": zoom, "shift": shift.tolist(), "tps": use_tps and strength > 0}
     return points.reshape(1, height, width, 2), drawn
 
@@ -507,6 +528,9 @@ class AnalogyTrainer(nn.Module):
         self.discriminator = PatchDiscriminator(width)
         self.segmenter = AuxiliarySegmenter(num_classes, width)
         # a frozen FeatureExtractor; set past nn.Module so it is neither a submodule nor checkpointed
+        if features is None and LOSS_WEIGHTS["patch"] > 0:
+            raise ValueError("the patch coherence loss needs a feature extractor (features=...); see "
+                             "labkit.features.load_feature_extractor")
         object.__setattr__(self, "features", features)
         self.running_logs: dict[str, float] = {}
 
@@ -560,7 +584,7 @@ class AnalogyTrainer(nn.Module):
             logs = {"d_loss": float(d_loss.detach()), "segmenter_loss": float(s_loss.detach()),
                     "adversarial": float(adversarial.detach()), "feature_matching": float(matching.detach())}
             if reconstruction:
-                l1 = F.l1_loss(fake, target_image)
+                l1 = F.l1_loss(fake * 2 - 1, target_image * 2 - 1)   # on [-1, 1], as the official images
                 loss = loss + w["reconstruction"] * l1
                 logs["reconstruction"] = float(l1.detach())
                 if self.spec["fixed_point"]:
@@ -568,7 +592,7 @@ class AnalogyTrainer(nn.Module):
                     loss = loss + w["fixed_point"] * fixed
                     logs["fixed_point"] = float(fixed.detach())
             else:
-                if self.features is not None:
+                if LOSS_WEIGHTS["patch"] > 0:
                     patch = patch_coherence_loss(self.features(fake), self.features(source_image), generator=rng)
                     loss = loss + w["patch"] * patch
                     logs["patch"] = float(patch.detach())
@@ -630,6 +654,8 @@ def image_analogies(source_image: torch.Tensor, source_labels: torch.Tensor, tar
     source_image (3, H, W), source_labels and target_labels (H, W) → I′ (3, H, W). With
     P′ = P it returns the source exactly: every pixel's own neighbourhood is at distance 0.
     """
+    if patch < 1 or patch % 2 == 0:
+        raise ValueError(f"patch must be an odd size ≥ 1 (a neighbourhood centred on the pixel), got {patch}")
     source_image = check_images(source_image, "source_image", ndim=(3,))
     source_labels = check_label_map(source_labels, "source_labels", num_classes=num_classes, ndim=(2,))
     target_labels = check_label_map(target_labels, "target_labels", num_classes=num_classes, ndim=(2,))
@@ -738,6 +764,8 @@ def edit_layout(labels: torch.Tensor, mask: torch.Tensor, kind: str, shift=(0, 0
     mask = torch.as_tensor(mask).bool()
     if mask.shape != labels.shape or not mask.any():
         raise ValueError(f"mask must be a non-empty (H, W) bool map like the labels {tuple(labels.shape)}")
+    if kind == "scale" and not factor > 0:
+        raise ValueError(f"scale factor must be > 0, got {factor}")
     label = int(torch.mode(labels[mask]).values) if label is None else int(label)
     height, width = labels.shape
     ys, xs = torch.nonzero(mask, as_tuple=True)

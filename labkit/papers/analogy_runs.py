@@ -31,7 +31,7 @@ from ..metrics import confusion_matrix, scores_from_confusion
 from ..networks import count_parameters
 from ..train import REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile, setup
 from .analogy import (CHAPTER, MODEL_NAMES, MODEL_SPECS, PAPER_BETAS, PROFILES, TRAINED_MODELS, AnalogyGenerator,
-                      AnalogyTrainer, AuxiliarySegmenter, augmentation_grid, component_mask, edit_layout,
+                      AnalogyTrainer, augmentation_grid, component_mask, edit_layout,
                       image_analogies, one_hot, photo_layout, warp_pair)
 
 COMMITTED_RECORD = REPO_ROOT / "reports" / "book" / CHAPTER / "metrics.json"
@@ -222,19 +222,27 @@ def train_model(name: str, image: dict, settings: dict, device, run_dir: Path, f
     return trainer.generator, result
 
 
+EVALUATION_SEGMENTER_WIDTHS = (16, 32, 64, 96)
+EVALUATION_STREAM = 10 ** 9
+"""Offset of the evaluation segmenter's random stream, so its augmentations are not G's."""
+
+
 def train_evaluation_segmenter(image: dict, settings: dict, device, run_dir: Path, progress: bool = True,
                                seed: int = 0):
-    """The evaluation segmenter of ``image``: an :class:`AuxiliarySegmenter` trained on its own
-    (batches of 4 full-strength joint augmentations, cross-entropy), separately from every
-    generator, so no generator was trained to please it."""
+    """The evaluation segmenter of ``image``: a small U-Net (the judge's architecture, widths
+    ``EVALUATION_SEGMENTER_WIDTHS``) trained on its own random full-strength joint augmentations
+    of the image (batches of 4, cross-entropy). Another architecture and other warps than the
+    auxiliary segmenter G trains against, so fooling that one does not fool this one for free."""
+    from ..judge import JudgeNet
+
     device = torch.device(device)
     torch.manual_seed(seed + 7)
-    segmenter = AuxiliarySegmenter(image["num_classes"], settings["width"]).to(device)
+    segmenter = JudgeNet(EVALUATION_SEGMENTER_WIDTHS, image["num_classes"]).to(device)
     optimizer = torch.optim.Adam(segmenter.parameters(), lr=settings["generator_lr"], betas=PAPER_BETAS)
     source, labels = image["image"][None], image["labels"][None]
 
     def batch(step):
-        rng = torch.Generator().manual_seed(seed * 7919 + step)
+        rng = torch.Generator().manual_seed(EVALUATION_STREAM + seed * 7919 + step)
         pairs = [warp_pair(source, labels, augmentation_grid(source.shape[-2:], 1.0, rng)[0]) for _ in range(4)]
         return torch.cat([p[0] for p in pairs]).to(device), torch.cat([p[1] for p in pairs]).to(device)
 
@@ -403,6 +411,8 @@ def run(profile: str = "book", models=None, device="auto", max_minutes: float | 
 
     settings = select_profile(PROFILES, profile)
     models = [check_model_name(name) for name in (MODEL_NAMES if models is None else models)]
+    if export and not set(EXPORTED_MODELS) <= set(models):
+        raise ValueError(f"export writes {EXPORTED_MODELS}; include them in models (got {models})")
     device = choose_device(device) if isinstance(device, str) else torch.device(device)
     run_dir = Path(run_dir) if run_dir is not None else reports_dir(profile, CHAPTER)
     command = f"python -m labkit.papers.analogy_runs --profile {profile}"
@@ -439,7 +449,7 @@ def run(profile: str = "book", models=None, device="auto", max_minutes: float | 
         save_sample_figure(name, generators, images, run_dir / "samples" / f"{name}.png", device)
         if progress:
             print(f"{name}: " + ", ".join(f"{k} {scores[k]:.4g}" for k in METRIC_KEYS if k in scores))
-    if export and set(EXPORTED_MODELS) <= set(exported):
+    if export:
         for image in images:
             path = exported_path(profile, image["name"]) if export is True else Path(export) / f"{image['name']}.pt"
             export_models({name: exported[name][image["name"]] for name in EXPORTED_MODELS}, image, settings, path)
@@ -482,6 +492,8 @@ def load_models(path, device="cpu") -> tuple[dict, dict]:
     settings = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state["settings"].items()}
     generators = {}
     for name, weights in state["generators"].items():
+        if MODEL_SPECS.get(name, {}).get("conditioning") is None:
+            raise CheckpointError(f"{path} holds an unknown model {name!r}; expected some of {TRAINED_MODELS}")
         generator = AnalogyGenerator(state["num_classes"], settings["width"], MODEL_SPECS[name]["conditioning"])
         try:
             generator.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
@@ -542,6 +554,11 @@ def read_record(profile: str, run_dir=None) -> dict:
         raise ValueError(f"{path}: {record['stale']} were scored before their networks trained further; rerun "
                          f"`python -m labkit.papers.analogy_runs --profile {profile} --models "
                          f"{' '.join(record['stale'])}`")
+    unfinished = sorted(name for name, m in record["metrics"].items() if m.get("finished") is False)
+    if unfinished:
+        raise ValueError(f"{path}: {unfinished} stopped before their last iteration (a --max-minutes budget); "
+                         f"run `python -m labkit.papers.analogy_runs --profile {profile} --models "
+                         f"{' '.join(unfinished)}` again to finish them")
     return record
 
 
