@@ -346,6 +346,8 @@ def test_exported_generators_load_and_reproduce_the_run(smoke_run):
     edit = images[0]["edits"][0]["labels"]
     loaded = analogy_runs.analogy_output("sft", generators["sft"], images[0], edit)
     assert torch.allclose(loaded, analogy_runs.analogy_output("sft", trained, images[0], edit), atol=2e-2)
+    segmenter = analogy_runs.load_evaluation_segmenter(export / "street3.pt")
+    assert segmenter(images[0]["image"][None]).shape == (1, NUM_CLASSES, *SIZE)
 
 
 def test_load_models_names_missing_and_corrupt_files(tmp_path):

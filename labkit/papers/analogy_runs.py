@@ -452,7 +452,8 @@ def run(profile: str = "book", models=None, device="auto", max_minutes: float | 
     if export:
         for image in images:
             path = exported_path(profile, image["name"]) if export is True else Path(export) / f"{image['name']}.pt"
-            export_models({name: exported[name][image["name"]] for name in EXPORTED_MODELS}, image, settings, path)
+            export_models({name: exported[name][image["name"]] for name in EXPORTED_MODELS}, image, settings, path,
+                          segmenters[image["name"]])
     return merge_records(profile, run_dir, device, images, segmenters, judge, seed)
 
 
@@ -470,13 +471,19 @@ def exported_path(profile: str, image: str) -> Path:
     return REPO_ROOT / "checkpoints" / f"analogy_{profile}_{image}.pt"
 
 
-def export_models(generators: dict, image: dict, settings: dict, path) -> Path:
-    """The generators of one image in float16, with the image, its layout and the settings."""
+def _half(module) -> dict:
+    return {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in module.state_dict().items()}
+
+
+def export_models(generators: dict, image: dict, settings: dict, path, segmenter=None) -> Path:
+    """The generators of one image in float16, with the image's name, its number of labels, the
+    settings and (optionally) its evaluation segmenter, so a notebook can score new edits."""
     plain = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
-    state = {name: {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu()
-                    for k, v in generator.state_dict().items()} for name, generator in generators.items()}
-    return save_checkpoint(path, {"kind": "analogy-generators", "settings": plain, "image": image["name"],
-                                  "num_classes": image["num_classes"], "generators": state})
+    state = {"kind": "analogy-generators", "settings": plain, "image": image["name"],
+             "num_classes": image["num_classes"], "generators": {n: _half(g) for n, g in generators.items()}}
+    if segmenter is not None:
+        state["evaluation_segmenter"] = _half(segmenter)
+    return save_checkpoint(path, state)
 
 
 def load_models(path, device="cpu") -> tuple[dict, dict]:
@@ -501,6 +508,19 @@ def load_models(path, device="cpu") -> tuple[dict, dict]:
             raise CheckpointError(f"{path}: the {name} weights do not fit: {str(error).splitlines()[0]}") from error
         generators[name] = generator.to(device).eval()
     return generators, settings
+
+
+def load_evaluation_segmenter(path, device="cpu"):
+    """The evaluation segmenter stored with an export (see :func:`train_evaluation_segmenter`)."""
+    from ..judge import JudgeNet
+
+    state = load_checkpoint(path)
+    if "evaluation_segmenter" not in state:
+        raise CheckpointError(f"{path} has no evaluation segmenter; export it with analogy_runs.run(..., export=...)")
+    segmenter = JudgeNet(EVALUATION_SEGMENTER_WIDTHS, state["num_classes"])
+    segmenter.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in state["evaluation_segmenter"].items()})
+    return segmenter.to(device).eval()
 
 
 def merge_records(profile: str, run_dir, device, images=None, segmenters=None, judge=None, seed: int = 0) -> dict:
