@@ -21,10 +21,12 @@ STEPS = [
     ("notebook 01", "`notebooks/01_crn.ipynb`, book profile, top to bottom"),
     ("notebook 02", "`notebooks/02_sims.ipynb`, book profile, top to bottom"),
     ("notebook 03", "`notebooks/03_srn.ipynb`, book profile, top to bottom"),
+    ("notebook 04", "`notebooks/04_semantic_analogy.ipynb`, book profile, top to bottom"),
 ]
 CRN_RECORD = "reports/book/crn/metrics.json"
 SIMS_RECORD = "reports/book/sims/metrics.json"
 SRN_RECORD = "reports/book/srn/metrics.json"
+ANALOGY_RECORD = "reports/book/analogy/metrics.json"
 
 
 def _commit(run: dict) -> str:
@@ -86,6 +88,16 @@ def table() -> str:
             steps = " + ".join(f"{scores['steps'][p]} {p}" for p in ("pretrain", "finetune"))
             lines.append(f"| SRN chapter, book profile: train `{name}` ({steps} steps, {run['threads']} threads) | "
                          f"{_minutes(scores['train_seconds'])} | `{_commit(run)}` |")
+    analogy_path = ROOT / ANALOGY_RECORD
+    if analogy_path.is_file():
+        analogy = json.loads(analogy_path.read_text())
+        for name, per_image in analogy["training"].items():
+            if "source" in per_image:
+                continue   # image_analogies trains nothing
+            for image, run in per_image.items():
+                lines.append(f"| Analogy chapter, book profile: train `{name}` on `{image}` ({run['steps']} iterations, "
+                             f"{run['threads']} thread{'s' if run['threads'] > 1 else ''}) | "
+                             f"{_minutes(run['wall_time_s'])} | `{_commit(run)}` |")
     rates = speed["metrics"]["scenes_per_second"]
     lines.append("| StreetScenes rendering, one core (`scripts/benchmark_data.py`) | "
                  + ", ".join(f"{rates[k]:g} scenes/s at {k.replace('x', '×')}"

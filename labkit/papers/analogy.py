@@ -145,7 +145,9 @@ DEVIATIONS = [
     "p = 0.5·s and zoom up to 1.2 follow the code. Warps use kornia's thin-plate spline and one "
     "sampling grid for image (bilinear) and layout (nearest).",
     "The SPADE-like baseline (`no_sft`) computes γ, β from F(P′) alone, (1 + γ)·IN(x) + β, with the "
-    "same networks and losses, and without the fixed-point loss (it has no fixed point to keep).",
+    "same networks and losses, and without the fixed-point loss (it has no fixed point to keep). In "
+    "training, E_seg's batch norm sees P and P′ in one batch, so P reaches it through the batch "
+    "statistics; in evaluation (running statistics) it does not.",
     "Evaluation: the paper's 'mean IoU / pixel accuracy' of a segmenter on I′ against P′ uses an "
     "evaluation segmenter trained on each image separately, on its own augmentations, with another "
     "architecture (a small U-Net) than the auxiliary segmenter G trained against, plus the judge on "
@@ -648,8 +650,9 @@ def image_analogies(source_image: torch.Tensor, source_labels: torch.Tensor, tar
     Pass 1 matches one-hot label neighbourhoods (patch × patch) plus a small position term
     ``position_weight``·‖p_t − p_s‖² (normalised coordinates), which breaks the ties of uniform
     regions in favour of nearby pixels. Each later pass adds the current output's RGB
-    neighbourhood against the source's, weighted by ``appearance_weight``: Hertzmann's
-    coherence with the B′ synthesised so far (here non-causal, a whole image at a time).
+    neighbourhood against the source's, weighted by ``appearance_weight``: the A′/B′ part of
+    Hertzmann's matching vector (here non-causal, a whole image at a time). Hertzmann's
+    separate coherence search (the κ-weighted continuation of a neighbour's match) is left out.
 
     source_image (3, H, W), source_labels and target_labels (H, W) → I′ (3, H, W). With
     P′ = P it returns the source exactly: every pixel's own neighbourhood is at distance 0.

@@ -27,7 +27,7 @@ from ..checkpoints import CheckpointError, atomic_write_bytes, load_checkpoint, 
 from ..claims import check_claims, verdict
 from ..data import CLASS_INDEX, NUM_CLASSES, StreetScenes
 from ..features import load_feature_extractor
-from ..metrics import confusion_matrix, scores_from_confusion
+from ..metrics import segmentation_scores
 from ..networks import count_parameters
 from ..train import REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile, setup
 from .analogy import (CHAPTER, MODEL_NAMES, MODEL_SPECS, PAPER_BETAS, PROFILES, TRAINED_MODELS, AnalogyGenerator,
@@ -279,11 +279,6 @@ def appearance_distance(output: torch.Tensor, source: torch.Tensor, patch: int =
     return float((torch.cat(nearest) ** 2 / out.shape[1]).sqrt().mean())
 
 
-def _segmentation(prediction: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict:
-    scores = scores_from_confusion(confusion_matrix(prediction.flatten(), target.flatten(), num_classes))
-    return {"miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"]}
-
-
 def _psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
     squared = (a - b) ** 2
     mse = squared.mean() if mask is None else (squared * mask).sum() / (3 * mask.sum()).clamp_min(1)
@@ -312,13 +307,13 @@ def score_output(output: torch.Tensor, image: dict, edit: dict, segmenter, judge
     target = edit["labels"]
     with torch.no_grad():
         predicted = segmenter(output[None].to(device)).argmax(1)[0].cpu()
-    aligned = _segmentation(predicted, target, image["num_classes"])
+    aligned = segmentation_scores(predicted, target, image["num_classes"])
     scores = {"alignment_miou": aligned["miou"], "alignment_pixel_accuracy": aligned["pixel_accuracy"],
               "appearance_distance": appearance_distance(output, image["image"])}
     if edit["truth"] is not None:
         truth = edit["truth"]
-        judged = _segmentation(judge.predict(output[None].to(next(judge.parameters()).device)).cpu()[0], target,
-                               NUM_CLASSES)
+        judged = segmentation_scores(judge.predict(output[None].to(next(judge.parameters()).device)).cpu()[0],
+                                     target)
         scores.update(judge_miou=judged["miou"], judge_pixel_accuracy=judged["pixel_accuracy"],
                       psnr_ground_truth=_psnr(output, truth),
                       ssim_ground_truth=float(ssim(output[None], truth[None], 11).mean()),
