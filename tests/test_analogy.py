@@ -237,8 +237,10 @@ def test_trainer_rejects_batches_and_bad_labels(scene):
 
 # --------------------------------------------------------------------------- the Image Analogies baseline
 
-def test_image_analogies_reproduces_its_source_when_b_is_a(scene):
-    image, labels = scene
+@pytest.mark.parametrize("size", [SIZE, (64, 128)])
+def test_image_analogies_reproduces_its_source_when_b_is_a(size):
+    sample = StreetScenes(size, split="test")[5]
+    image, labels = sample["image"], sample["label"]
     assert torch.equal(analogy.image_analogies(image, labels, labels, NUM_CLASSES), image)
 
 
