@@ -29,11 +29,12 @@ after which G(I, P, P) is an encoder–decoder over normalised features, trained
 **Training**, alternating two modes (``RECONSTRUCTION_EVERY`` = 5):
 
 - reconstruction mode (every 5th iteration): source = target = (I_aug, P_aug),
-  L = 5 · ‖G(I_aug, P_aug, P_aug) − I_aug‖₁ + 1 · Σ_l (‖γ^l − 1‖₁ + ‖β^l‖₁) + GAN + FM;
+  L = 5 · ‖G(I_aug, P_aug, P_aug) − I_aug‖₁ (images in [−1, 1], as the official code's)
+  + 1 · Σ_l (‖γ^l − 1‖₁ + ‖β^l‖₁) + GAN + FM;
 - sampling mode: source (I, P), target (I_aug, P_aug) (swapped with p = ½), fake = G(I, P, P_aug),
   L = 1 · patch coherence(fake, I) + 1 · alignment(S(fake), P_aug) + GAN + 1 · FM,
 
-with an LSGAN patch discriminator D (real: I_aug) and feature matching on D's features,
+with an LSGAN patch discriminator D (real: the target image) and feature matching on D's features,
 and an auxiliary segmenter S trained on the real (I_aug, P_aug).
 
 **Patch coherence** (the paper): every target patch V should exist in the source,
@@ -41,7 +42,8 @@ and an auxiliary segmenter S trained on the real (I_aug, P_aug).
     L_patch = 1/N Σ_{V ⊂ φ(I′)} min_{U ⊂ φ(I)} ‖V − U‖₁,
 
 on features φ (the judge's enc1 with 3×3 patches and enc2 with 1×1 patches, 10 and 5
-random target patches; VGG-19 in the official code).
+random target patches, in the smoke and book profiles; VGG-19 in the official code and in
+the full profile when its weights are installed).
 
 **Semantic alignment**: S(I′) should segment as P′, cross-entropy. The official code
 computes it under ``no_grad`` on ``fake.detach()``: no gradient reaches G
@@ -265,7 +267,8 @@ class SemanticFeatureTranslation(nn.Module):
 
     @torch.no_grad()
     def set_fixed_point_(self) -> "SemanticFeatureTranslation":
-        """Make every f_γ return 1 and every f_β return 0 (last conv: weight 0, bias 1 or 0).
+        """Make γ = 1 and β = 0: every f_β returns 0, and every f_γ returns 1 (0 for the SPADE-like
+        baseline, whose γ is 1 + f_γ); the last conv gets weight 0 and bias 1 or 0.
         Then γ·IN(x) + β = IN(x) for any layouts; the fixed-point loss aims at this for P′ = P.
         A zero matrix cannot be spectrally normalised, so the last convs lose their spectral
         norm (for demonstrations and tests; training never calls this)."""

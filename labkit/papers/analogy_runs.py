@@ -40,7 +40,6 @@ EDIT_KINDS = ("move", "scale", "remove", "add")
 METRIC_KEYS = ("alignment_miou", "alignment_pixel_accuracy", "judge_miou", "judge_pixel_accuracy",
                "psnr_ground_truth", "ssim_ground_truth", "psnr_changed_region", "appearance_distance",
                "identity_psnr")
-STREET_ONLY = ("judge_miou", "judge_pixel_accuracy", "psnr_ground_truth", "ssim_ground_truth", "psnr_changed_region")
 PATCH_FEATURE_LAYERS = {"judge": ("enc1", "enc2"), "vgg19": ("relu1_1", "relu2_1")}
 
 
