@@ -160,6 +160,45 @@ def reports_dir(profile: str, chapter: str) -> Path:
     return path
 
 
+def record_dir(profile: str, chapter: str, run_dir=None) -> Path:
+    """Where a chapter's runs of ``profile`` are recorded: the committed book record's folder
+    ``reports/book/<chapter>/`` for the book profile, else the run dir (default :func:`reports_dir`)."""
+    if profile == "book" and run_dir is None:
+        return REPO_ROOT / "reports" / "book" / chapter
+    return Path(run_dir or reports_dir(profile, chapter))
+
+
+def read_run_record(path, module: str, profile: str, required) -> dict:
+    """A chapter's merged run record (``metrics.json``), refused with the command that fixes it
+    when it is missing, lacks a ``required`` model, lists stale models, or holds a model whose
+    training stopped before its last step (``finished`` false, a ``--max-minutes`` budget)."""
+    from .checkpoints import read_json
+
+    path = Path(path)
+    rerun = f"python -m {module} --profile {profile}"
+    if not path.is_file():
+        raise FileNotFoundError(f"no record at {path}; run `{rerun}`")
+    record = read_json(path)
+    metrics = record.get("metrics", {})
+    problems = (("has no record of", [name for name in required if name not in metrics]),
+                ("lists models scored before their networks trained further:", record.get("stale") or []),
+                ("has models that stopped before their last step:",
+                 sorted(name for name, m in metrics.items() if isinstance(m, dict) and m.get("finished") is False)))
+    for what, names in problems:
+        if names:
+            raise ValueError(f"{path} {what} {names}; run `{rerun} --models {' '.join(names)}`")
+    return record
+
+
+def run_from_command_line(parser, run, argv=None) -> int:
+    """The end of every run module's ``main``: parse ``argv`` with the parser of
+    :func:`run_argument_parser` (plus ``--models``), call :func:`setup`, then ``run``."""
+    args = parser.parse_args(argv)
+    device = setup(seed=args.seed, threads=args.threads, device=args.device)
+    run(args.profile, args.models, device, args.max_minutes, args.run_dir, args.export, seed=args.seed)
+    return 0
+
+
 # --------------------------------------------------------------------------- DDP
 
 def distributed_context(device: torch.device | None = None):

@@ -254,3 +254,20 @@ def test_provenance_names_the_commit_the_process_started_from(monkeypatch):
     assert info["commit"] == "aaaa" and info["commit_at_write"] == "bbbb"
     monkeypatch.setattr(train, "git_commit", lambda: "aaaa")
     assert "commit_at_write" not in train.provenance("smoke", 0, "cpu")
+
+
+def test_read_run_record_refuses_missing_stale_and_unfinished_records(tmp_path):
+    from labkit.checkpoints import write_json
+    from labkit.train import read_run_record
+
+    path = tmp_path / "metrics.json"
+    with pytest.raises(FileNotFoundError, match="labkit.papers.x_runs --profile smoke"):
+        read_run_record(path, "labkit.papers.x_runs", "smoke", ("a",))
+    good = {"metrics": {"a": {"finished": True}, "b": {"score": 1.0}}, "stale": []}
+    write_json(path, good)
+    assert read_run_record(path, "labkit.papers.x_runs", "smoke", ("a", "b")) == good
+    for record, name in (({"metrics": {"b": {}}, "stale": []}, "a"), (dict(good, stale=["b"]), "b"),
+                         ({"metrics": {"a": {"finished": False}}, "stale": []}, "a")):
+        write_json(path, record)
+        with pytest.raises(ValueError, match=rf"--models {name}`"):
+            read_run_record(path, "labkit.papers.x_runs", "smoke", ("a",))

@@ -29,12 +29,12 @@ from ..data import CLASS_INDEX, NUM_CLASSES, StreetScenes
 from ..features import load_feature_extractor
 from ..metrics import segmentation_scores
 from ..networks import count_parameters
-from ..train import REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile, setup
+from .. import train
+from ..train import REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile
 from .analogy import (CHAPTER, MODEL_NAMES, MODEL_SPECS, PAPER_BETAS, PROFILES, TRAINED_MODELS, AnalogyGenerator,
                       AnalogyTrainer, augmentation_grid, component_mask, edit_layout,
                       image_analogies, one_hot, photo_layout, warp_pair)
 
-COMMITTED_RECORD = REPO_ROOT / "reports" / "book" / CHAPTER / "metrics.json"
 EXPORTED_MODELS = ("sft", "no_sft")
 EDIT_KINDS = ("move", "scale", "remove", "add")
 METRIC_KEYS = ("alignment_miou", "alignment_pixel_accuracy", "judge_miou", "judge_pixel_accuracy",
@@ -548,32 +548,13 @@ REQUIRED_MODELS = MODEL_NAMES
 
 def record_dir(profile: str, run_dir=None) -> Path:
     """Where the runs of ``profile`` are recorded: the committed book record's folder, or the run dir."""
-    if profile == "book" and run_dir is None:
-        return COMMITTED_RECORD.parent
-    return Path(run_dir or reports_dir(profile, CHAPTER))
+    return train.record_dir(profile, CHAPTER, run_dir)
 
 
 def read_record(profile: str, run_dir=None) -> dict:
-    """The recorded runs of ``profile``: the committed book record, or ``<run dir>/metrics.json``."""
-    path = record_dir(profile, run_dir) / "metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no analogy record at {path}; run "
-                                f"`python -m labkit.papers.analogy_runs --profile {profile}`")
-    record = read_json(path)
-    missing = [name for name in REQUIRED_MODELS if name not in record.get("metrics", {})]
-    if missing:
-        raise ValueError(f"{path} has no record of {missing}; run `python -m labkit.papers.analogy_runs --profile "
-                         f"{profile} --models {' '.join(missing)}`")
-    if record.get("stale"):
-        raise ValueError(f"{path}: {record['stale']} were scored before their networks trained further; rerun "
-                         f"`python -m labkit.papers.analogy_runs --profile {profile} --models "
-                         f"{' '.join(record['stale'])}`")
-    unfinished = sorted(name for name, m in record["metrics"].items() if m.get("finished") is False)
-    if unfinished:
-        raise ValueError(f"{path}: {unfinished} stopped before their last iteration (a --max-minutes budget); "
-                         f"run `python -m labkit.papers.analogy_runs --profile {profile} --models "
-                         f"{' '.join(unfinished)}` again to finish them")
-    return record
+    """The recorded runs of ``profile`` (see :func:`labkit.train.read_run_record`)."""
+    return train.read_run_record(record_dir(profile, run_dir) / "metrics.json", "labkit.papers.analogy_runs",
+                                 profile, REQUIRED_MODELS)
 
 
 def claims(record: dict) -> list[dict]:
@@ -639,10 +620,7 @@ def main(argv=None) -> int:
                                  "write checkpoints/analogy_<profile>_<image>.pt",
                                  budget_help="training budget per model and image in this call")
     parser.add_argument("--models", nargs="+", default=None, choices=MODEL_NAMES, help="default: every model")
-    args = parser.parse_args(argv)
-    device = setup(seed=args.seed, threads=args.threads, device=args.device)
-    run(args.profile, args.models, device, args.max_minutes, args.run_dir, args.export, seed=args.seed)
-    return 0
+    return train.run_from_command_line(parser, run, argv)
 
 
 if __name__ == "__main__":

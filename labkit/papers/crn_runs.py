@@ -35,8 +35,8 @@ from ..features import load_feature_extractor
 from ..networks import count_parameters
 from ..pix2pix import Pix2Pix
 from ..synthesis import evaluate_synthesis, real_scene_scores, scene_batch, training_scenes
-from ..train import (REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile,
-                     setup)
+from .. import train
+from ..train import (REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile)
 from .crn import (CHAPTER, MODEL_NAMES, PROFILES, CascadedRefinementNetwork, CRNTrainer, FeatureMatchingLoss,
                   SingleScaleNetwork)
 
@@ -252,10 +252,7 @@ def main(argv=None) -> int:
     parser = run_argument_parser("labkit.papers.crn_runs", __doc__.split("\n")[0], PROFILES, CHAPTER,
                                  "write checkpoints/<model>_<profile>.pt", "training budget per model in this call")
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
-    args = parser.parse_args(argv)
-    device = setup(seed=args.seed, threads=args.threads, device=args.device)
-    run(args.profile, args.models, device, args.max_minutes, args.run_dir, args.export, seed=args.seed)
-    return 0
+    return train.run_from_command_line(parser, run, argv)
 
 
 if __name__ == "__main__":

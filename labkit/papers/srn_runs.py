@@ -30,13 +30,12 @@ from ..features import load_feature_extractor
 from ..metrics import confusion_matrix, frechet_distance, scores_from_confusion
 from ..networks import count_parameters
 from ..synthesis import training_scenes
-from ..train import (REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile,
-                     setup)
+from .. import train
+from ..train import (REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile)
 from .srn import (CHAPTER, MODEL_NAMES, MODEL_SPECS, MRF_LAYERS, PAPER_BETAS, PLACEMENTS, PROFILES,
                   ExtrapolationNetwork, IDMRFLoss, SRNTrainer, crop_known, known_box, reflect_extrapolation,
                   unknown_mask)
 
-COMMITTED_RECORD = REPO_ROOT / "reports" / "book" / CHAPTER / "metrics.json"
 EXPORTED_MODELS = ("srn", "srn_pretrain")
 METRIC_KEYS = ("psnr_unknown", "ssim_unknown", "fcn_miou_unknown", "fcn_pixel_accuracy_unknown", "frechet_distance",
                "colour_error_unknown", "edge_sharpness_unknown")
@@ -440,25 +439,13 @@ REQUIRED_MODELS = ("srn", "srn_no_cn", "srn_l1", "srn_confidence", "srn_deconv",
 
 def record_dir(profile: str, run_dir=None) -> Path:
     """Where the runs of ``profile`` are recorded: the committed book record's folder, or the run dir."""
-    if profile == "book" and run_dir is None:
-        return COMMITTED_RECORD.parent
-    return Path(run_dir or reports_dir(profile, CHAPTER))
+    return train.record_dir(profile, CHAPTER, run_dir)
 
 
 def read_record(profile: str, run_dir=None) -> dict:
-    """The recorded runs of ``profile``: the committed book record, or ``<run dir>/metrics.json``."""
-    path = record_dir(profile, run_dir) / "metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no SRN record at {path}; run `python -m labkit.papers.srn_runs --profile {profile}`")
-    record = read_json(path)
-    missing = [name for name in REQUIRED_MODELS if name not in record.get("metrics", {})]
-    if missing:
-        raise ValueError(f"{path} has no record of {missing}; run `python -m labkit.papers.srn_runs --profile "
-                         f"{profile} --models {' '.join(missing)}`")
-    if record.get("stale"):
-        raise ValueError(f"{path}: {record['stale']} were scored before their network trained further; rerun "
-                         f"`python -m labkit.papers.srn_runs --profile {profile} --models {' '.join(record['stale'])}`")
-    return record
+    """The recorded runs of ``profile`` (see :func:`labkit.train.read_run_record`)."""
+    return train.read_run_record(record_dir(profile, run_dir) / "metrics.json", "labkit.papers.srn_runs", profile,
+                                 REQUIRED_MODELS)
 
 
 COMPARED = (("psnr_unknown", "PSNR", +1), ("ssim_unknown", "SSIM", +1), ("fcn_miou_unknown", "FCN-mIoU", +1),
@@ -539,10 +526,7 @@ def main(argv=None) -> int:
     parser = run_argument_parser("labkit.papers.srn_runs", __doc__.split("\n")[0], PROFILES, CHAPTER,
                                  "write checkpoints/srn_<profile>.pt")
     parser.add_argument("--models", nargs="+", default=None, choices=MODEL_NAMES, help="default: every model")
-    args = parser.parse_args(argv)
-    device = setup(seed=args.seed, threads=args.threads, device=args.device)
-    run(args.profile, args.models, device, args.max_minutes, args.run_dir, args.export, seed=args.seed)
-    return 0
+    return train.run_from_command_line(parser, run, argv)
 
 
 if __name__ == "__main__":
