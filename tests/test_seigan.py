@@ -66,6 +66,7 @@ def test_image_pool_returns_stored_images_with_the_papers_probability():
     assert abs(stored / trials - 0.5) < 0.03
     assert len(pool.images) == 10
     assert torch.equal(seigan.ImagePool(size=0).query(first), first)
+    assert not seigan.ImagePool(size=0).query(first.clone().requires_grad_()).requires_grad   # fakes are detached
     with pytest.raises(ValueError, match="probability"):
         seigan.ImagePool(probability=1.5)
 
@@ -108,3 +109,80 @@ def test_object_scenes_have_true_masks_inside_their_boxes_and_true_backgrounds(p
     assert backgrounds.shape == (3, 3, *SIZE)
     # unpaired: no background is one of the object scenes' own backgrounds
     assert not any(torch.equal(b, o["background"]) for b in backgrounds for o in objects)
+
+
+# --------------------------------------------------------------------------- networks and losses
+
+def test_segmenter_masks_are_in_zero_one_and_zero_outside_the_box(pairs):
+    objects, _ = pairs
+    x, boxes = _stack(objects, "image"), _stack(objects, "box")
+    torch.manual_seed(0)
+    masks = seigan.Segmenter(base_width=4, depth=4)(x, boxes)
+    inside = seigan.box_masks(boxes, SIZE)
+    assert masks.shape == (3, 1, *SIZE) and masks.min() >= 0 and masks.max() <= 1
+    assert (masks[inside == 0] == 0).all() and (masks[inside == 1] > 0).all()
+    with pytest.raises(ValueError, match="divisible"):
+        seigan.Segmenter(base_width=4, depth=4)(x[:, :, :24], boxes)
+    with pytest.raises(ValueError, match="boxes"):
+        seigan.Segmenter(base_width=4, depth=4)(x, boxes[:2])
+
+
+def test_the_enhancer_starts_as_the_identity_and_the_inpainter_fills_the_whole_image(pairs):
+    objects, backgrounds = pairs
+    x = _stack(objects, "image")
+    torch.manual_seed(0)
+    assert torch.equal(seigan.Enhancer(4, 4)(x), x)
+    inpainted = seigan.Inpainter(4, 4)(seigan.cut_out(_stack(objects, "mask"), x))
+    assert inpainted.shape == x.shape and inpainted.min() >= 0 and inpainted.max() <= 1
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        seigan.Inpainter(4, 4)(x * 2 - 1)
+
+
+def test_background_reconstruction_loss_is_zero_for_the_background_itself(pairs):
+    from labkit.features import load_feature_extractor
+
+    _, backgrounds = pairs
+    features = load_feature_extractor("judge", layers=("enc1", "enc2", "enc3", "enc4"))
+    same, parts = seigan.background_reconstruction_loss(backgrounds, backgrounds, features)
+    assert float(same) == 0.0 and parts == {"content": 0.0, "texture": 0.0}
+    other, parts = seigan.background_reconstruction_loss(backgrounds.flip(0), backgrounds, features)
+    assert parts["content"] > 0 and parts["texture"] > 0
+    gram = seigan.gram_matrix(torch.ones(2, 3, 4, 5))
+    assert gram.shape == (2, 3, 3) and torch.allclose(gram, torch.full((2, 3, 3), 1 / 3))
+
+
+SMOKE = seigan.PROFILES["smoke"]
+
+
+@pytest.mark.parametrize("name", seigan.TRAINED_MODELS)
+def test_one_iteration_steps_the_discriminators_only_and_logs_the_models_losses(name, pairs):
+    from labkit.features import load_feature_extractor
+
+    objects, backgrounds = pairs
+    torch.manual_seed(0)
+    trainer = seigan.SeiganTrainer(seigan.MODEL_SPECS[name], SMOKE, load_feature_extractor("judge"))
+    d_opt = torch.optim.Adam(trainer.discriminator_parameters(), lr=1e-3)
+    generators = [p.detach().clone() for p in trainer.generator_parameters()]
+    discriminators = [p.detach().clone() for p in trainer.discriminator_parameters()]
+    batch = {"objects": _stack(objects, "image"), "boxes": _stack(objects, "box"), "backgrounds": backgrounds}
+    loss, logs = trainer.iteration_loss(batch, d_opt)
+    assert loss.requires_grad and torch.isfinite(loss)
+    assert all(torch.equal(a, b) for a, b in zip(generators, trainer.generator_parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(discriminators, trainer.discriminator_parameters()))
+    spec = seigan.MODEL_SPECS[name]
+    assert ("object_reconstruction" in logs) == spec["cycle"] and ("background_reconstruction" in logs) == spec["cycle"]
+    assert ("identity" in logs) == spec["identity"] and ("paste_adversarial" in logs) == spec["enhance"]
+    assert (trainer.enhancer is None) == (not spec["enhance"])
+    loss.backward()
+    assert all(p.grad is not None for p in trainer.segmenter.parameters())
+    assert not any(name.startswith("_features") for name, _ in trainer.named_parameters())
+
+
+def test_the_trainer_keeps_the_frozen_features_out_of_its_state(pairs):
+    from labkit.features import load_feature_extractor
+
+    trainer = seigan.SeiganTrainer(seigan.MODEL_SPECS["seigan"], SMOKE, load_feature_extractor("judge"))
+    assert not any("judge" in k or "features" in k for k in trainer.state_dict())
+    count = sum(p.numel() for p in trainer.parameters())
+    assert count == sum(p.numel() for p in trainer.generator_parameters()) + sum(
+        p.numel() for p in trainer.discriminator_parameters())

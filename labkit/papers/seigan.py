@@ -21,9 +21,12 @@ Shapes: images (N, 3, H, W) in [0, 1]; masks (N, 1, H, W) in [0, 1]; boxes (N, 4
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ..data import CLASS_INDEX, StreetScenes
 from ..data.validation import check_images
+from ..pix2pix import PatchDiscriminator, UNetSkipBlock
 
 CHAPTER = "seigan"
 OBJECT_CLASSES = ("car", "person")
@@ -58,8 +61,8 @@ def box_masks(boxes, size) -> torch.Tensor:
     if (x0 < 0).any() or (y0 < 0).any() or (x1 > width).any() or (y1 > height).any() or (x1 <= x0).any() \
             or (y1 <= y0).any():
         raise ValueError(f"boxes must satisfy 0 ≤ x0 < x1 ≤ {width} and 0 ≤ y0 < y1 ≤ {height}, got {boxes.tolist()}")
-    cols = torch.arange(width)[None, None, :]
-    rows = torch.arange(height)[None, :, None]
+    cols = torch.arange(width, device=boxes.device)[None, None, :]
+    rows = torch.arange(height, device=boxes.device)[None, :, None]
     inside = ((cols >= x0[:, None, None]) & (cols < x1[:, None, None]) & (rows >= y0[:, None, None])
               & (rows < y1[:, None, None]))
     return inside[:, None].float()
@@ -132,7 +135,7 @@ class ImagePool:
 
     def query(self, images: torch.Tensor) -> torch.Tensor:
         if self.size == 0:
-            return images
+            return images.detach()
         returned = []
         for image in images.detach():
             if len(self.images) < self.size:
@@ -140,7 +143,7 @@ class ImagePool:
                 returned.append(image)
             elif torch.rand(1, generator=self.generator).item() < self.probability:
                 index = int(torch.randint(len(self.images), (1,), generator=self.generator))
-                returned.append(self.images[index])
+                returned.append(self.images[index].to(image.device))
                 self.images[index] = image.clone()
             else:
                 returned.append(image)
@@ -151,8 +154,8 @@ class ImagePool:
 
 def object_scenes(size, count: int, split: str = "train", seed: int = 0, start: int = 0,
                   min_height: float = 1 / 6, scan_limit: int = 20_000) -> list[dict]:
-    """X: ``count`` scenes with an object, each ``{"image", "box", "class", "mask", "background",
-    "index", "object_id"}``. The object is the nearest car or person at least ``min_height`` of
+    """X: ``count`` scenes with an object, each ``{"image", "labels", "box", "class", "mask",
+    "background", "background_labels", "index", "object_id"}``. The object is the nearest car or person at least ``min_height`` of
     the image tall. ``mask`` (1, H, W) is its true mask and ``background`` (3, H, W) the same
     scene rendered without it (and without a car's contact shadow, so it differs from x just
     outside the mask too): both are for evaluation only, never for training."""
@@ -166,9 +169,10 @@ def object_scenes(size, count: int, split: str = "train", seed: int = 0, start: 
         if not candidates:
             continue
         chosen = min(candidates, key=lambda o: o["order"])
-        found.append({"image": sample["image"], "box": torch.tensor(chosen["box"]), "class": chosen["class_id"],
-                      "mask": (sample["instances"] == chosen["id"]).float()[None],
-                      "background": scenes.render(index, remove=[chosen["id"]])["image"], "index": index,
+        emptied = scenes.render(index, remove=[chosen["id"]])
+        found.append({"image": sample["image"], "labels": sample["label"], "box": torch.tensor(chosen["box"]),
+                      "class": chosen["class_id"], "mask": (sample["instances"] == chosen["id"]).float()[None],
+                      "background": emptied["image"], "background_labels": emptied["label"], "index": index,
                       "object_id": chosen["id"]})
         if len(found) == count:
             return found
@@ -176,9 +180,293 @@ def object_scenes(size, count: int, split: str = "train", seed: int = 0, start: 
                      f"asked for {count}")
 
 
-def background_scenes(size, count: int, split: str = "train", seed: int = 0, start: int = 0) -> torch.Tensor:
-    """Y: ``count`` scenes rendered with every car and person removed, (count, 3, H, W). Draw them
-    from other scene indices than X (``start``) so that X and Y are unpaired."""
-    scenes = StreetScenes(size=size, seed=seed, split=split, length=start + count)
-    return torch.stack([scenes.render(i, remove=[t.instance_id for t in scenes.scene(i).instances])["image"]
-                        for i in range(start, start + count)])
+def background_scenes(size, count: int, split: str = "train", seed: int = 0, start: int = 0,
+                      with_labels: bool = False):
+    """Y: ``count`` backgrounds, (count, 3, H, W), and with ``with_labels`` their label maps
+    (count, H, W) too. Each is a scene of the same kind as X's rendered without its object (the
+    nearest car or person, and its shadow), so that Y has the distribution of X's backgrounds
+    B_x: other, farther objects stay, as they do behind x's object. Draw them from other scene
+    indices than X (``start``) so that X and Y are unpaired."""
+    found = object_scenes(size, count, split=split, seed=seed, start=start)
+    images = torch.stack([f["background"] for f in found])
+    return (images, torch.stack([f["background_labels"] for f in found])) if with_labels else images
+
+
+# --------------------------------------------------------------------------- networks
+
+def _unet(in_channels: int, out_channels: int, base_width: int, depth: int) -> nn.Module:
+    """pix2pix's U-Net body (:class:`labkit.pix2pix.UNetSkipBlock`) with ``depth`` downsamplings,
+    widths base, 2·base, 4·base, 8·base, 8·base, …; (N, in, H, W) → (N, out, H, W) in [−1, 1]."""
+    channels = [min(base_width * 2 ** i, base_width * 8) for i in range(depth)]
+    block = None
+    for level in reversed(range(1, depth)):
+        block = UNetSkipBlock(channels[level - 1], channels[level], block)
+    return UNetSkipBlock(out_channels, channels[0], block, in_channels=in_channels, out_channels=out_channels,
+                         outermost=True)
+
+
+def _check_size(images: torch.Tensor, depth: int, name: str) -> None:
+    height, width = images.shape[-2:]
+    if height % 2 ** depth or width % 2 ** depth:
+        raise ValueError(f"{name} H and W must be divisible by 2**depth = {2 ** depth}, got {(height, width)}")
+
+
+class Segmenter(nn.Module):
+    """G_seg: (x (N, 3, H, W), boxes (N, 4)) → m (N, 1, H, W) in [0, 1], zero outside each box.
+
+    The image and its box (as a binary channel) enter a U-Net; a sigmoid-like output
+    (tanh + 1) / 2 gives the mask, multiplied by the box: m = G_seg(x, box) ⊙ 1_box.
+    """
+
+    def __init__(self, base_width: int = 16, depth: int = 5):
+        super().__init__()
+        self.depth = depth
+        self.net = _unet(4, 1, base_width, depth)
+
+    def forward(self, images: torch.Tensor, boxes) -> torch.Tensor:
+        check_images(images, "images", ndim=(4,))
+        _check_size(images, self.depth, "images")
+        inside = box_masks(boxes, images.shape[-2:]).to(images)
+        if len(inside) != len(images):
+            raise ValueError(f"{len(images)} images but {len(inside)} boxes")
+        return (self.net(torch.cat([images * 2 - 1, inside], dim=1)) + 1) / 2 * inside
+
+
+class Enhancer(nn.Module):
+    """G_enh: the composite z (N, 3, H, W) and a noise channel → ŷ (N, 3, H, W) in [0, 1].
+
+    ŷ = clip(z + r(z, ε), 0, 1), ε ~ N(0, 1) per pixel: a residual on the composite, whose last
+    layer starts at zero so that G_enh starts as the identity (our choice; the paper draws
+    G_enh as a U-Net whose output is the image).
+    """
+
+    def __init__(self, base_width: int = 16, depth: int = 5):
+        super().__init__()
+        self.depth = depth
+        self.net = _unet(4, 3, base_width, depth)
+        last = self.net.up[1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, composites: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        check_images(composites, "composites", ndim=(4,))
+        _check_size(composites, self.depth, "composites")
+        if noise is None:
+            noise = torch.randn_like(composites[:, :1])
+        return (composites + self.net(torch.cat([composites * 2 - 1, noise], dim=1))).clamp(0, 1)
+
+
+class Inpainter(nn.Module):
+    """G_inp: the cut-out (1 − m) ⊙ x (N, 3, H, W) → x̂ (N, 3, H, W) in [0, 1], the whole image
+    (the paper's input: the hole is only visible as missing pixels; no mask channel)."""
+
+    def __init__(self, base_width: int = 16, depth: int = 5):
+        super().__init__()
+        self.depth = depth
+        self.net = _unet(3, 3, base_width, depth)
+
+    def forward(self, cut_outs: torch.Tensor) -> torch.Tensor:
+        check_images(cut_outs, "cut_outs", ndim=(4,))
+        _check_size(cut_outs, self.depth, "cut_outs")
+        return (self.net(cut_outs * 2 - 1) + 1) / 2
+
+
+class ImageDiscriminator(nn.Module):
+    """D_bg or D_obj: pix2pix's PatchGAN on an image alone, (N, 3, H, W) → (N, 1, h, w) logits
+    (least-squares targets 1 for real, 0 for fake)."""
+
+    def __init__(self, base_width: int = 32, layers: int = 3):
+        super().__init__()
+        self.net = PatchDiscriminator(num_classes=0, base_width=base_width, layers=layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images.new_zeros(images.shape[0], 0, *images.shape[-2:]), images)
+
+
+# --------------------------------------------------------------------------- losses
+
+def least_squares(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """LSGAN (CycleGAN's choice): mean (D(·) − target)²."""
+    return ((logits - target) ** 2).mean()
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) → (N, C, C): G = F Fᵀ / (C·H·W)."""
+    n, c, h, w = features.shape
+    flat = features.reshape(n, c, h * w)
+    return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+def background_reconstruction_loss(reconstructed: torch.Tensor, backgrounds: torch.Tensor, features,
+                                   content_layers: int = 2) -> tuple[torch.Tensor, dict]:
+    """The paper's l_bg^rec between ŷ̂ and y: a perceptual (content) term on the first feature
+    layers and a texture (Gram) term on the rest (the paper: VGG-19's first and last five layers),
+
+        l_bg^rec = Σ_{l < k} ‖φ_l(ŷ̂) − φ_l(y)‖₁ + Σ_{l ≥ k} ‖Gram(φ_l(ŷ̂)) − Gram(φ_l(y))‖₁ · C_l,
+
+    with ``features`` a frozen extractor returning a list of (N, C_l, h, w) maps and k =
+    ``content_layers``. The Gram term is scaled by C_l so both terms are of order one.
+    Returns (loss, {"content", "texture"})."""
+    got, want = features(reconstructed), features(backgrounds)
+    content = sum(F.l1_loss(a, b) for a, b in zip(got[:content_layers], want[:content_layers]))
+    with torch.autocast("cuda", enabled=False):   # Gram matrices in float32: bf16 would quantise the difference
+        texture = sum(F.l1_loss(gram_matrix(a.float()), gram_matrix(b.float())) * a.shape[1]
+                      for a, b in zip(got[content_layers:], want[content_layers:]))
+    return content + texture, {"content": float(content.detach()), "texture": float(texture.detach())}
+
+
+# --------------------------------------------------------------------------- the models of the chapter
+
+MODEL_SPECS = {
+    "seigan": {"enhance": True, "cycle": True, "identity": True},
+    "no_enhancement": {"enhance": False, "cycle": True, "identity": False},
+    "no_cycle": {"enhance": True, "cycle": False, "identity": True},
+    "no_identity": {"enhance": True, "cycle": True, "identity": False},
+}
+"""The trained models: SEIGAN and its three ablations. ``no_enhancement`` pastes plainly (ŷ = z,
+so it has no identity loss either); ``no_cycle`` trains the first swap only (no x̂̂, ŷ̂: no
+object or background reconstruction losses); ``no_identity`` drops ‖G_enh(x) − x‖₁."""
+TRAINED_MODELS = tuple(MODEL_SPECS)
+REFERENCE_MODELS = ("bbox_as_mask", "supervised_segmenter")
+MODEL_NAMES = TRAINED_MODELS + REFERENCE_MODELS
+
+LOSS_WEIGHTS = {"object_adversarial": 1.0, "paste_adversarial": 1.0, "background_adversarial": 1.0,
+                "object_reconstruction": 10.0,
+                "background_reconstruction": 1.0, "identity": 5.0}
+"""Our weights (the paper's are not given in what we could read): adversarial terms 1, the
+object cycle 10 as CycleGAN's λ, identity 5 as CycleGAN's 0.5·λ, the background texture 1."""
+CYCLEGAN_LEARNING_RATE = 2e-4
+CYCLEGAN_BETAS = (0.5, 0.999)
+
+PROFILES = {
+    "smoke": {"size": (32, 64), "train_objects": 12, "train_backgrounds": 12, "test_pairs": 8, "batch_size": 2,
+              "iterations": 4, "width": 4, "depth": 4, "discriminator_width": 8, "segmenter_iterations": 4,
+              "pool_size": 4, "learning_rate": CYCLEGAN_LEARNING_RATE, "features": "judge"},
+    "book": {"size": (64, 128), "train_objects": 800, "train_backgrounds": 800, "test_pairs": 160,
+             "batch_size": 4, "iterations": 3000, "width": 16, "depth": 5, "discriminator_width": 32,
+             "segmenter_iterations": 1500, "pool_size": POOL_SIZE, "learning_rate": CYCLEGAN_LEARNING_RATE,
+             "features": "judge"},
+    "full": {"size": (128, 256), "train_objects": 6000, "train_backgrounds": 6000, "test_pairs": 500,
+             "batch_size": 8, "iterations": 40000, "width": 32, "depth": 6, "discriminator_width": 64,
+             "segmenter_iterations": 10000, "pool_size": POOL_SIZE, "learning_rate": CYCLEGAN_LEARNING_RATE,
+             "features": "auto"},
+}
+
+
+class SeiganTrainer(nn.Module):
+    """G_seg, G_enh, G_inp, D_bg, D_obj and the fake pools; one training iteration.
+
+    ``iteration_loss(batch, discriminator_optimizer)`` runs the double swap of a batch
+    ``{"objects" x (B, 3, H, W), "boxes" (B, 4), "backgrounds" y (B, 3, H, W)}`` (x and y
+    unpaired), steps both discriminators on real images and pooled fakes, and returns the
+    generators' loss (the caller steps the generators):
+
+        L_G = l_obj^adv(ŷ) + l_bg^adv(x̂, ŷ̂) + 10 ‖x̂̂ − x‖₁ + l_bg^rec(ŷ̂, y) + 5 ‖G_enh(x) − x‖₁
+        L_D_obj = (D_obj(x) − 1)² + ½ [D_obj(z)² + D_obj(ŷ)²]       (z, ŷ from the pool)
+        L_D_bg  = (D_bg(y) − 1)² + ½ [D_bg(x̂)² + D_bg(ŷ̂)²]          (x̂, ŷ̂ from the pool)
+
+    The second swap segments ŷ inside the same box (the object was pasted in place).
+    """
+
+    def __init__(self, spec: dict, settings: dict, features=None, seed: int = 0):
+        super().__init__()
+        self.spec, self.settings = dict(spec), dict(settings)
+        width, depth = settings["width"], settings["depth"]
+        self.segmenter = Segmenter(width, depth)
+        self.enhancer = Enhancer(width, depth) if spec["enhance"] else None
+        self.inpainter = Inpainter(width, depth)
+        self.background_discriminator = ImageDiscriminator(settings["discriminator_width"])
+        self.object_discriminator = ImageDiscriminator(settings["discriminator_width"])
+        self._features = (features,)   # frozen and not a submodule: kept out of state_dict and the optimizers
+        self.noise = torch.Generator().manual_seed(seed * 7919 + 101)
+        self.pools = {kind: ImagePool(settings["pool_size"], POOL_PROBABILITY,
+                                      torch.Generator().manual_seed(seed * 7919 + 1000 + k))
+                      for k, kind in enumerate(("pasted", "moved", "inpainted", "background_cycle"))}
+
+    def get_extra_state(self) -> dict:
+        """The random streams and the pools' contents, so that a resumed run continues exactly."""
+        return {"noise": self.noise.get_state(),
+                "pools": {kind: {"generator": pool.generator.get_state(), "images": [i.cpu() for i in pool.images]}
+                          for kind, pool in self.pools.items()}}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.noise.set_state(state["noise"])
+        for kind, saved in state["pools"].items():
+            self.pools[kind].generator.set_state(saved["generator"])
+            self.pools[kind].images = list(saved["images"])
+
+    def generator_parameters(self):
+        return [p for name, p in self.named_parameters() if not name.startswith(("background_discriminator",
+                                                                                   "object_discriminator"))]
+
+    def discriminator_parameters(self):
+        return list(self.background_discriminator.parameters()) + list(self.object_discriminator.parameters())
+
+    def enhance(self, composites: torch.Tensor) -> torch.Tensor:
+        """ŷ = G_enh(z, ε), or z itself for the plain paste (``no_enhancement``)."""
+        if self.enhancer is None:
+            return composites
+        noise = torch.randn(composites[:, :1].shape, generator=self.noise).to(composites)
+        return self.enhancer(composites, noise)
+
+    def forward(self, objects: torch.Tensor, boxes, backgrounds: torch.Tensor, cycle: bool = True) -> dict:
+        """The swap (and with ``cycle`` the swap back): ``{"masks", "pasted", "moved", "inpainted"}``
+        and ``"second_masks", "object_cycle", "background_cycle"``."""
+        masks = self.segmenter(objects, boxes)
+        if not cycle:
+            return {"masks": masks, **swap(objects, backgrounds, masks, self.enhance, self.inpainter)}
+        return {"masks": masks, **double_swap(objects, backgrounds, masks, lambda moved: self.segmenter(moved, boxes),
+                                              self.enhance, self.inpainter)}
+
+    def iteration_loss(self, batch: dict, discriminator_optimizer) -> tuple[torch.Tensor, dict]:
+        x, boxes, y = batch["objects"], batch["boxes"], batch["backgrounds"]
+        cycle = self.spec["cycle"]
+        out = self(x, boxes, y, cycle=cycle)
+        d_obj, d_bg = self.object_discriminator, self.background_discriminator
+        logs = {"mask_mean": float(out["masks"].detach().sum() / box_masks(boxes, x.shape[-2:]).sum())}
+
+        # discriminators first, on real images and pooled (detached) fakes, so that the
+        # generators' adversarial terms below see the updated D
+        object_fakes = [self.pools["pasted"].query(out["pasted"])]
+        if self.enhancer is not None:
+            object_fakes.append(self.pools["moved"].query(out["moved"]))
+        background_fakes = [self.pools["inpainted"].query(out["inpainted"])]
+        if cycle:
+            background_fakes.append(self.pools["background_cycle"].query(out["background_cycle"]))
+        object_d = least_squares(d_obj(x), 1.0) + sum(least_squares(d_obj(f), 0.0) for f in object_fakes) \
+            / len(object_fakes)
+        background_d = least_squares(d_bg(y), 1.0) + sum(least_squares(d_bg(f), 0.0) for f in background_fakes) \
+            / len(background_fakes)
+        discriminator_optimizer.zero_grad(set_to_none=True)
+        (0.5 * (object_d + background_d)).backward()
+        discriminator_optimizer.step()
+        logs.update(object_discriminator=float(object_d.detach()), background_discriminator=float(background_d.detach()))
+
+        # generators (the caller steps them; the gradients this leaves on D are cleared by D's next step)
+        weights = LOSS_WEIGHTS
+        object_adversarial = least_squares(d_obj(out["moved"]), 1.0)
+        generated_backgrounds = [out["inpainted"]] + ([out["background_cycle"]] if cycle else [])
+        background_adversarial = sum(least_squares(d_bg(f), 1.0) for f in generated_backgrounds) \
+            / len(generated_backgrounds)
+        loss = weights["object_adversarial"] * object_adversarial \
+            + weights["background_adversarial"] * background_adversarial
+        if self.enhancer is not None and weights["paste_adversarial"]:
+            # D_obj judges the plain paste z too; G_seg alone must make z pass, without G_enh's help
+            paste_adversarial = least_squares(d_obj(out["pasted"]), 1.0)
+            loss = loss + weights["paste_adversarial"] * paste_adversarial
+            logs["paste_adversarial"] = float(paste_adversarial.detach())
+        logs.update(object_adversarial=float(object_adversarial.detach()),
+                    background_adversarial=float(background_adversarial.detach()))
+        if cycle:
+            object_reconstruction = F.l1_loss(out["object_cycle"], x)
+            background_reconstruction, _ = background_reconstruction_loss(out["background_cycle"], y,
+                                                                          self._features[0])
+            loss = loss + weights["object_reconstruction"] * object_reconstruction \
+                + weights["background_reconstruction"] * background_reconstruction
+            logs.update(object_reconstruction=float(object_reconstruction.detach()),
+                        background_reconstruction=float(background_reconstruction.detach()))
+        if self.spec["identity"]:
+            identity = F.l1_loss(self.enhance(x), x)
+            loss = loss + weights["identity"] * identity
+            logs["identity"] = float(identity.detach())
+        return loss, logs

@@ -1,0 +1,573 @@
+"""The SEIGAN chapter's recorded runs: SEIGAN, its ablations and the mask references.
+
+    python -m labkit.papers.seigan_runs --profile book --export      # every model
+    python -m labkit.papers.seigan_runs --profile full --device cuda
+    python -m labkit.papers.seigan_runs --profile book --models no_cycle
+
+Training sees unpaired object scenes X (with their boxes) and backgrounds Y, nothing else.
+StreetScenes also knows every object's true mask and the true background behind it; the
+evaluation uses them on held-out pairs (x_i, y_i) of the test split:
+
+- ``mask_iou``: IoU of G_seg's mask (> 0.5) with the true mask, averaged over the test objects
+  (and per class in ``mask_iou_per_class``);
+- ``inpaint_psnr`` / ``inpaint_ssim``: x̂ = G_inp((1 − m) ⊙ x) against the true background, over
+  the whole image; ``inpaint_psnr_box`` inside the object's box only; ``inpaint_frechet``:
+  Fréchet distance of the x̂ to real backgrounds;
+- ``frechet_distance``: composites ŷ against real object scenes (judge features);
+  ``fcn_miou`` / ``fcn_pixel_accuracy``: the judge on ŷ against the layout the paste intends
+  (y's labels with the object's class on its true mask).
+
+``bbox_as_mask`` (the box itself as the mask: the floor) and ``supervised_segmenter`` (G_seg
+trained on the true masks: the ceiling) have masks only; their composites are plain pastes.
+Each trained network resumes from ``<run dir>/train/<model>.pt``; ``metrics.json`` merges the
+per-model records ``models/<model>.json``. ``--export`` writes SEIGAN's three generators to
+``checkpoints/seigan_<profile>.pt``, and its two discriminators with the supervised segmenter to
+``checkpoints/seigan_<profile>_extra.pt`` (float16).
+"""
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import train
+from ..checkpoints import CheckpointError, atomic_write_bytes, load_checkpoint, read_json, save_checkpoint, write_json
+from ..claims import check_claims, verdict
+from ..data import CLASS_NAMES
+from ..features import load_feature_extractor
+from ..metrics import fcn_score, frechet_distance_from_embeddings, judge_embeddings
+from ..networks import count_parameters
+from ..train import REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile
+from .seigan import (CHAPTER, CYCLEGAN_BETAS, MODEL_NAMES, MODEL_SPECS, PROFILES, TRAINED_MODELS, SeiganTrainer,
+                     Segmenter, box_masks, composite)
+
+BACKGROUND_START = 50_000
+REFERENCE_START = 25_000
+"""Backgrounds are drawn from scene indices from 50,000 on, and the test's reference object scenes
+from 25,000 on, far from the indices the object scenes scan, so that no background is the
+emptied version of an object scene and no reference scene is one of the pasted ones."""
+METRIC_KEYS = ("mask_iou", "inpaint_psnr", "inpaint_ssim", "inpaint_psnr_box", "inpaint_frechet",
+               "frechet_distance", "fcn_miou", "fcn_pixel_accuracy")
+EVALUATION_NOISE_SEED = 1234
+
+
+def check_model_name(name: str) -> str:
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
+    return name
+
+
+# --------------------------------------------------------------------------- data
+
+def chapter_data(settings: dict, seed: int = 0, splits=("train", "test")) -> dict:
+    """The profile's unpaired training sets and held-out test pairs, for the ``splits`` asked for:
+
+    - ``train``: ``objects`` (N, 3, H, W), ``boxes`` (N, 4), ``classes`` (N,), ``backgrounds``
+      (M, 3, H, W); ``masks`` (N, 1, H, W) for the supervised reference only;
+    - ``test``: the same for ``test_pairs`` pairs (object i goes onto background i), plus
+      ``true_backgrounds`` (each object scene without its object), ``object_labels``,
+      ``background_labels``, ``labels`` (the layout a paste intends: y's labels with the object's
+      class on its true mask) and ``reference_objects``: as many other real object scenes, the
+      real set the composites' Fréchet distance is measured against.
+
+    Object scenes, backgrounds and reference scenes come from disjoint ranges of scene indices
+    (``indices``, ``background_indices``)."""
+    from .seigan import object_scenes
+
+    size = settings["size"]
+    counts = {"train": (settings["train_objects"], settings["train_backgrounds"]),
+              "test": (settings["test_pairs"], settings["test_pairs"])}
+    data = {}
+    for split in splits:
+        if split not in counts:
+            raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
+        objects_count, backgrounds_count = counts[split]
+        scenes = object_scenes(size, objects_count, split=split, seed=seed)
+        emptied = object_scenes(size, backgrounds_count, split=split, seed=seed, start=BACKGROUND_START)
+        part = {"objects": torch.stack([s["image"] for s in scenes]), "boxes": torch.stack([s["box"] for s in scenes]),
+                "classes": torch.tensor([s["class"] for s in scenes]),
+                "masks": torch.stack([s["mask"] for s in scenes]),
+                "backgrounds": torch.stack([s["background"] for s in emptied]),
+                "indices": [s["index"] for s in scenes], "background_indices": [s["index"] for s in emptied]}
+        if split == "test":
+            part["true_backgrounds"] = torch.stack([s["background"] for s in scenes])
+            part["object_labels"] = torch.stack([s["labels"] for s in scenes])
+            part["background_labels"] = torch.stack([s["background_labels"] for s in emptied])
+            labels = part["background_labels"].clone()
+            for i, s in enumerate(scenes):
+                labels[i][s["mask"][0] > 0] = s["class"]
+            part["labels"] = labels
+            reference = object_scenes(size, objects_count, split=split, seed=seed, start=REFERENCE_START)
+            part["reference_objects"] = torch.stack([s["image"] for s in reference])
+            part["reference_indices"] = [s["index"] for s in reference]
+        data[split] = part
+    return data
+
+
+def batch_sampler(train_data: dict, batch_size: int, seed: int = 0, device="cpu"):
+    """step → the step's batch: ``batch_size`` object scenes and, independently, ``batch_size``
+    backgrounds, drawn with a generator seeded by (seed, step), so a resumed run sees the same batches."""
+    objects, boxes, backgrounds = train_data["objects"], train_data["boxes"], train_data["backgrounds"]
+
+    def batch(step: int) -> dict:
+        rng = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        i = torch.randint(len(objects), (batch_size,), generator=rng)
+        j = torch.randint(len(backgrounds), (batch_size,), generator=rng)
+        return {"objects": objects[i].to(device), "boxes": boxes[i], "backgrounds": backgrounds[j].to(device)}
+    return batch
+
+
+# --------------------------------------------------------------------------- training
+
+def _config(name: str, settings: dict, seed: int, features=None) -> dict:
+    plain = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
+    config = {"kind": "seigan", "model": name, "seed": seed, **plain}
+    if features is not None:
+        config["perceptual_features"] = features.describe()
+    return config
+
+
+def reconstruction_features(settings: dict, device, verbose: bool = False):
+    """The frozen features of l_bg^rec: the judge's four encoder stages (content on the first two,
+    texture on the last two), or VGG-19's relu1_1 … relu4_1 when the profile says "auto" and the
+    weights are there."""
+    kind = settings["features"]
+    layers = {"judge": ("enc1", "enc2", "enc3", "enc4"), "vgg19": ("relu1_1", "relu2_1", "relu3_1", "relu4_1")}
+    extractor = load_feature_extractor(kind, layers=None if kind == "auto" else layers[kind], device=device,
+                                       verbose=verbose)
+    if tuple(extractor.layer_names) != layers[extractor.name]:
+        extractor = load_feature_extractor(extractor.name, layers=layers[extractor.name], device=device,
+                                           verbose=False)
+    return extractor
+
+
+def train_model(name: str, data: dict, settings: dict, device, run_dir: Path, features,
+                max_minutes: float | None = None, progress: bool = True, seed: int = 0,
+                stop_after: int | None = None):
+    """Train (or resume, or load) model ``name``; returns (trainer in eval mode, FitResult).
+    ``stop_after`` ends this call after that many steps (an interruption, for the tests)."""
+    if name not in TRAINED_MODELS:
+        raise ValueError(f"model {name!r} has no networks to train; trained models are {TRAINED_MODELS}")
+    device = torch.device(device)
+    torch.manual_seed(seed)   # the same initial weights whichever models ran before in this process
+    trainer = SeiganTrainer(MODEL_SPECS[name], settings, features, seed).to(device)
+    generator_optimizer = torch.optim.Adam(trainer.generator_parameters(), lr=settings["learning_rate"],
+                                           betas=CYCLEGAN_BETAS)
+    discriminator_optimizer = torch.optim.Adam(trainer.discriminator_parameters(), lr=settings["learning_rate"],
+                                               betas=CYCLEGAN_BETAS)
+    result = fit(trainer, generator_optimizer, batch_sampler(data["train"], settings["batch_size"], seed, device),
+                 lambda model, batch: model.iteration_loss(batch, discriminator_optimizer),
+                 steps=settings["iterations"], checkpoint=Path(run_dir) / "train" / f"{name}.pt",
+                 max_minutes=max_minutes, progress=progress, description=name,
+                 config=_config(name, settings, seed, features), stop_after=stop_after,
+                 extra_optimizers={"discriminator": discriminator_optimizer})
+    return trainer.eval(), result
+
+
+def train_supervised_segmenter(data: dict, settings: dict, device, run_dir: Path, max_minutes=None,
+                               progress: bool = True, seed: int = 0):
+    """The ceiling: G_seg's architecture trained on the true masks (binary cross-entropy inside
+    the box; outside it the mask is zero by construction), batches of 2·batch_size."""
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    segmenter = Segmenter(settings["width"], settings["depth"]).to(device)
+    optimizer = torch.optim.Adam(segmenter.parameters(), lr=settings["learning_rate"], betas=CYCLEGAN_BETAS)
+    train_data = data["train"]
+
+    def batch(step):
+        rng = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        i = torch.randint(len(train_data["objects"]), (2 * settings["batch_size"],), generator=rng)
+        return {"objects": train_data["objects"][i].to(device), "boxes": train_data["boxes"][i],
+                "masks": train_data["masks"][i].to(device)}
+
+    def loss_fn(model, b):
+        inside = box_masks(b["boxes"], b["objects"].shape[-2:]).to(device)
+        masks = model(b["objects"], b["boxes"])
+        with torch.autocast("cuda", enabled=False):   # CUDA autocast refuses binary_cross_entropy
+            masks = masks.float().clamp(1e-6, 1 - 1e-6)
+            loss = (F.binary_cross_entropy(masks, b["masks"], reduction="none") * inside).sum() / inside.sum()
+        return loss, {}
+
+    result = fit(segmenter, optimizer, batch, loss_fn, steps=settings["segmenter_iterations"],
+                 checkpoint=Path(run_dir) / "train" / "supervised_segmenter.pt", max_minutes=max_minutes,
+                 progress=progress, description="supervised segmenter",
+                 config=_config("supervised_segmenter", settings, seed))
+    return segmenter.eval(), result
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def mask_iou(predicted: torch.Tensor, true: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """(N,) IoU of (predicted > threshold) with the true binary masks, both (N, 1, H, W)."""
+    hard = predicted > threshold
+    truth = true > 0.5
+    intersection = (hard & truth).flatten(1).sum(1).double()
+    union = (hard | truth).flatten(1).sum(1).double()
+    return intersection / union.clamp(min=1)
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """(N,) PSNR of images in [0, 1], over the pixels where ``weights`` (N, 1, H, W) is 1 if given."""
+    squared = (a - b) ** 2
+    if weights is None:
+        mse = squared.flatten(1).mean(1)
+    else:
+        mse = (squared * weights).flatten(1).sum(1) / (3 * weights.flatten(1).sum(1)).clamp(min=1)
+    return 10 * torch.log10(1 / mse.clamp(min=1e-10))
+
+
+@torch.no_grad()
+def swap_outputs(trainer: SeiganTrainer | None, test: dict, masks: torch.Tensor | None = None, device="cpu",
+                 batch_size: int = 32) -> dict:
+    """The first swap on the test pairs, on the CPU: ``{"masks", "pasted", "moved", "inpainted"}``.
+    With ``trainer`` None it is a plain paste with the given ``masks`` (no enhancement, no inpainting).
+    G_enh's noise comes from a fixed seed, so the scores are reproducible."""
+    outputs = {k: [] for k in ("masks", "pasted", "moved", "inpainted")}
+    if trainer is not None:
+        trainer.noise.manual_seed(EVALUATION_NOISE_SEED)
+    for start in range(0, len(test["objects"]), batch_size):
+        part = slice(start, start + batch_size)
+        x, boxes, y = test["objects"][part].to(device), test["boxes"][part], test["backgrounds"][part].to(device)
+        if trainer is None:
+            m = masks[part].to(device)
+            out = {"masks": m, "pasted": composite(m, x, y)}
+            out["moved"] = out["pasted"]
+        else:
+            out = trainer(x, boxes, y, cycle=False)
+        for key in outputs:
+            if key in out:
+                outputs[key].append(out[key].float().cpu())
+    return {k: torch.cat(v) for k, v in outputs.items() if v}
+
+
+def score_masks(masks: torch.Tensor, test: dict) -> dict:
+    ious = mask_iou(masks, test["masks"])
+    per_class = {CLASS_NAMES[int(c)]: float(ious[test["classes"] == c].mean()) for c in torch.unique(test["classes"])}
+    return {"mask_iou": float(ious.mean()), "mask_iou_per_class": per_class}
+
+
+def score_composites(composites: torch.Tensor, test: dict, judge, real_embeddings: torch.Tensor) -> dict:
+    fcn = fcn_score(composites, test["labels"], judge)
+    return {"frechet_distance": frechet_distance_from_embeddings(judge_embeddings(composites, judge), real_embeddings),
+            "fcn_miou": fcn["miou"], "fcn_pixel_accuracy": fcn["pixel_accuracy"]}
+
+
+def score_inpainting(inpainted: torch.Tensor, test: dict, judge, background_embeddings: torch.Tensor) -> dict:
+    from kornia.metrics import ssim
+
+    truth = test["true_backgrounds"]
+    inside = box_masks(test["boxes"], truth.shape[-2:])
+    return {"inpaint_psnr": float(_psnr(inpainted, truth).mean()),
+            "inpaint_ssim": float(ssim(inpainted, truth, 11).mean()),
+            "inpaint_psnr_box": float(_psnr(inpainted, truth, inside).mean()),
+            "inpaint_frechet": frechet_distance_from_embeddings(judge_embeddings(inpainted, judge),
+                                                                background_embeddings)}
+
+
+def real_embeddings(test: dict, judge) -> dict:
+    """Judge embeddings of the real sets the Fréchet distances compare with: other real test
+    object scenes than the pasted ones (for composites), and the true backgrounds behind the
+    test objects (for inpainting)."""
+    return {"objects": judge_embeddings(test["reference_objects"], judge),
+            "backgrounds": judge_embeddings(test["true_backgrounds"], judge)}
+
+
+def evaluate_trained(trainer: SeiganTrainer, test: dict, judge, embeddings: dict, device="cpu") -> tuple[dict, dict]:
+    outputs = swap_outputs(trainer, test, device=device)
+    scores = {**score_masks(outputs["masks"], test),
+              **score_inpainting(outputs["inpainted"], test, judge, embeddings["backgrounds"]),
+              **score_composites(outputs["moved"], test, judge, embeddings["objects"])}
+    return scores, outputs
+
+
+def evaluate_masks(masks: torch.Tensor, test: dict, judge, embeddings: dict) -> tuple[dict, dict]:
+    """A mask-only model: its masks' IoU and its plain pastes' Fréchet distance and FCN-score."""
+    outputs = swap_outputs(None, test, masks)
+    return {**score_masks(masks, test), **score_composites(outputs["pasted"], test, judge, embeddings["objects"])}, \
+        outputs
+
+
+def reference_scores(test: dict, judge, embeddings: dict) -> dict:
+    """The references every model is read against:
+    ``true_mask_paste`` (a plain paste with the true mask: the best a paste without enhancement can do),
+    ``object_left_in`` (x itself as the "inpainting": the floor of the inpainting scores),
+    ``real_object_scenes`` (the FCN-score of the real x against their own layouts, the judge's ceiling)."""
+    true_paste = swap_outputs(None, test, test["masks"])["pasted"]
+    real_fcn = fcn_score(test["objects"], test["object_labels"], judge)
+    return {"true_mask_paste": {**score_masks(test["masks"], test),
+                                **score_composites(true_paste, test, judge, embeddings["objects"])},
+            "object_left_in": score_inpainting(test["objects"], test, judge, embeddings["backgrounds"]),
+            "real_object_scenes": {"fcn_miou": real_fcn["miou"], "fcn_pixel_accuracy": real_fcn["pixel_accuracy"]}}
+
+
+SAMPLE_PAIRS = 6
+
+
+def save_sample_figure(name: str, outputs: dict, test: dict, path, pairs: int = SAMPLE_PAIRS) -> Path:
+    """A PNG of ``name``'s first test pairs: rows x, y, m, z, ŷ (and x̂ where there is an inpainter)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from ..plotting import to_numpy_image
+
+    rows = [("x", test["objects"]), ("y", test["backgrounds"]), ("m", outputs["masks"].expand(-1, 3, -1, -1)),
+            ("z = paste", outputs["pasted"]), ("ŷ", outputs["moved"])]
+    if "inpainted" in outputs:
+        rows.append(("x̂ = inpaint", outputs["inpainted"]))
+    with matplotlib.rc_context({"figure.dpi": 100}):
+        fig, axes = plt.subplots(len(rows), pairs, figsize=(1.9 * pairs, 1.05 * len(rows)), squeeze=False)
+        for r, (label, images) in enumerate(rows):
+            for c in range(pairs):
+                axes[r, c].imshow(np.clip(to_numpy_image(images[c]), 0, 1))
+                axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
+            axes[r, 0].set_ylabel(label, fontsize=8)
+        fig.suptitle(name, fontsize=9)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", bbox_inches="tight")
+        plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+# --------------------------------------------------------------------------- runs
+
+def run(profile: str = "book", models=None, device="auto", max_minutes: float | None = None, run_dir=None,
+        export=False, progress: bool = True, seed: int = 0) -> dict:
+    """Train and score ``models`` (default: all); merge the records into ``<run dir>/metrics.json``.
+    ``max_minutes`` bounds each network's training in this call. ``export`` True writes
+    ``checkpoints/seigan_<profile>.pt`` and ``checkpoints/seigan_<profile>_extra.pt``; a folder
+    writes ``seigan.pt`` and ``seigan_extra.pt`` there."""
+    from ..metrics import _judge
+
+    settings = select_profile(PROFILES, profile)
+    models = [check_model_name(name) for name in (MODEL_NAMES if models is None else models)]
+    if export and not {"seigan", "supervised_segmenter"} <= set(models):
+        raise ValueError(f"export writes seigan and supervised_segmenter; include them in models (got {models})")
+    device = choose_device(device) if isinstance(device, str) else torch.device(device)
+    run_dir = Path(run_dir) if run_dir is not None else reports_dir(profile, CHAPTER)
+    command = f"python -m labkit.papers.seigan_runs --profile {profile}"
+    data = chapter_data(settings, seed)
+    test = data["test"]
+    judge = _judge(None, device)
+    embeddings = real_embeddings(test, judge)
+    features = reconstruction_features(settings, device, verbose=progress) \
+        if set(models) & set(TRAINED_MODELS) else None
+    exported = {}
+    for name in models:
+        started = time.monotonic()
+        result, network = None, None
+        training = {"source": "no network: the bounding box is the mask"}
+        if name == "supervised_segmenter":
+            network, result = train_supervised_segmenter(data, settings, device, run_dir, max_minutes, progress, seed)
+        elif name in TRAINED_MODELS:
+            network, result = train_model(name, data, settings, device, run_dir, features, max_minutes, progress,
+                                          seed)
+        if result is not None:   # recorded before scoring, so a crash while scoring cannot pair old and new
+            training = _training_record(run_dir, name, result, profile, seed, device, command + f" --models {name}")
+        if name == "bbox_as_mask":
+            scores, outputs = evaluate_masks(box_masks(test["boxes"], test["objects"].shape[-2:]), test, judge,
+                                             embeddings)
+        elif name == "supervised_segmenter":
+            with torch.no_grad():
+                masks = torch.cat([network(test["objects"][i:i + 32].to(device), test["boxes"][i:i + 32]).float().cpu()
+                                   for i in range(0, len(test["objects"]), 32)])
+            scores, outputs = evaluate_masks(masks, test, judge, embeddings)
+        else:
+            scores, outputs = evaluate_trained(network, test, judge, embeddings, device)
+        if result is not None:
+            exported[name] = network
+            parts = network.generator_parameters() if name in TRAINED_MODELS else list(network.parameters())
+            scores.update(parameters=sum(p.numel() for p in parts), steps=result.steps_done,
+                          finished=result.finished, train_seconds=round(result.wall_time_s, 1))
+        write_json(run_dir / "models" / f"{name}.json",
+                   {"metrics": scores, "provenance": provenance(profile, seed, device,
+                                                                wall_time_s=time.monotonic() - started,
+                                                                command=command + f" --models {name}"),
+                    "training": training, "history": result.history if result is not None else []})
+        save_sample_figure(name, outputs, test, run_dir / "samples" / f"{name}.png")
+        if progress:
+            print(f"{name}: " + ", ".join(f"{k} {scores[k]:.4g}" for k in METRIC_KEYS if k in scores))
+    if export:
+        export_models(exported["seigan"], exported["supervised_segmenter"], settings, profile,
+                      None if export is True else export)
+    return merge_records(profile, run_dir, device, reference_scores(test, judge, embeddings), seed)
+
+
+def _training_record(run_dir: Path, name: str, result, profile, seed, device, command) -> dict:
+    """Provenance of the call that trained ``name`` (``train/<name>.json``), rewritten only when
+    this call advanced the training."""
+    path = Path(run_dir) / "train" / f"{name}.json"
+    if not path.is_file() or result.steps_done > result.resumed_from or read_json(path).get("steps") != result.steps_done:
+        write_json(path, provenance(profile, seed, device, wall_time_s=result.wall_time_s, command=command,
+                                    steps=result.steps_done, finished=result.finished))
+    return read_json(path)
+
+
+def merge_records(profile: str, run_dir, device, reference: dict | None = None, seed: int = 0) -> dict:
+    """Rebuild ``<run dir>/metrics.json`` from ``models/*.json``; a model whose training has
+    advanced since it was scored is listed as stale. ``reference`` None keeps the previous one."""
+    run_dir = Path(run_dir)
+    models = {p.stem: read_json(p) for p in sorted((run_dir / "models").glob("*.json"))}
+    stale = []
+    for name, r in models.items():
+        info = r.get("training") or {}
+        path = run_dir / "train" / f"{name}.json"
+        if "steps" in info and path.is_file() and read_json(path) != info:
+            stale.append(name)
+    if reference is None:
+        reference = read_json(run_dir / "metrics.json").get("reference", {})
+    record = {"metrics": {name: r["metrics"] for name, r in models.items()}, "stale": sorted(stale),
+              "runs": {name: r["provenance"] for name, r in models.items()},
+              "training": {name: r.get("training") for name, r in models.items()},
+              "histories": {name: r.get("history", []) for name, r in models.items()},
+              "reference": reference, "provenance": provenance(profile, seed, device, models=sorted(models))}
+    write_json(run_dir / "metrics.json", record)
+    return record
+
+
+# --------------------------------------------------------------------------- exports
+
+def exported_path(profile: str, extra: bool = False) -> Path:
+    """``checkpoints/seigan_<profile>.pt`` (G_seg, G_enh, G_inp) or, with ``extra``,
+    ``checkpoints/seigan_<profile>_extra.pt`` (D_bg, D_obj and the supervised segmenter)."""
+    return REPO_ROOT / "checkpoints" / f"seigan_{profile}{'_extra' if extra else ''}.pt"
+
+
+def _half(module) -> dict:
+    return {k: v.half() if v.is_floating_point() else v for k, v in module.state_dict().items()}
+
+
+GENERATOR_PARTS = ("segmenter", "enhancer", "inpainter")
+EXTRA_PARTS = ("background_discriminator", "object_discriminator", "supervised_segmenter")
+
+
+def export_models(trainer: SeiganTrainer, supervised: Segmenter, settings: dict, profile: str,
+                  folder=None) -> tuple[Path, Path]:
+    """SEIGAN's generators, and its discriminators with the supervised segmenter, in float16:
+    two files, each under 8 MB at the book profile."""
+    plain = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
+    paths = (exported_path(profile), exported_path(profile, True)) if folder is None else \
+        (Path(folder) / "seigan.pt", Path(folder) / "seigan_extra.pt")
+    networks = {part: _half(getattr(trainer, part)) for part in GENERATOR_PARTS}
+    save_checkpoint(paths[0], {"kind": "seigan-generators", "settings": plain, "networks": networks})
+    extra = {part: _half(getattr(trainer, part)) for part in EXTRA_PARTS[:2]}
+    extra["supervised_segmenter"] = _half(supervised)
+    save_checkpoint(paths[1], {"kind": "seigan-extra", "settings": plain, "networks": extra})
+    return paths
+
+
+def load_models(path, device="cpu", extra=None) -> tuple[SeiganTrainer, dict]:
+    """(a SeiganTrainer in eval mode holding the exported G_seg, G_enh and G_inp, and the
+    settings) from ``checkpoints/seigan_<profile>.pt``. With ``extra`` (the ``_extra.pt`` file)
+    its trained discriminators too; without it they keep their random initial weights."""
+    state = _read_export(path, "seigan-generators", GENERATOR_PARTS)
+    settings = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state["settings"].items()}
+    trainer = SeiganTrainer(MODEL_SPECS["seigan"], settings)
+    for part in GENERATOR_PARTS:
+        _load(getattr(trainer, part), state["networks"][part], path, part)
+    if extra is not None:
+        extra_state = _read_export(extra, "seigan-extra", EXTRA_PARTS)
+        for part in EXTRA_PARTS[:2]:
+            _load(getattr(trainer, part), extra_state["networks"][part], extra, part)
+    return trainer.to(device).eval(), settings
+
+
+def load_supervised_segmenter(path, device="cpu") -> Segmenter:
+    """The supervised reference segmenter from ``checkpoints/seigan_<profile>_extra.pt``."""
+    state = _read_export(path, "seigan-extra", EXTRA_PARTS)
+    segmenter = Segmenter(state["settings"]["width"], state["settings"]["depth"])
+    _load(segmenter, state["networks"]["supervised_segmenter"], path, "supervised_segmenter")
+    return segmenter.to(device).eval()
+
+
+def _read_export(path, kind: str, parts) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no exported SEIGAN networks at {path}; train them with "
+                                "`python -m labkit.papers.seigan_runs --profile book --export`")
+    state = load_checkpoint(path)
+    if state.get("kind") != kind or not set(parts) <= set(state.get("networks", {})) or "settings" not in state:
+        raise CheckpointError(f"{path} is not a {kind} export (expected kind {kind!r}, settings and networks "
+                              f"{list(parts)})")
+    return state
+
+
+def _load(module, weights: dict, path, part: str) -> None:
+    try:
+        module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: the {part} weights do not fit: {str(error).splitlines()[0]}") from error
+
+
+# --------------------------------------------------------------------------- the record and the claims
+
+REQUIRED_MODELS = MODEL_NAMES
+
+
+def record_dir(profile: str, run_dir=None) -> Path:
+    """Where the runs of ``profile`` are recorded: the committed book record's folder, or the run dir."""
+    return train.record_dir(profile, CHAPTER, run_dir)
+
+
+def read_record(profile: str, run_dir=None) -> dict:
+    """The recorded runs of ``profile`` (see :func:`labkit.train.read_run_record`)."""
+    return train.read_run_record(record_dir(profile, run_dir) / "metrics.json", "labkit.papers.seigan_runs",
+                                 profile, REQUIRED_MODELS)
+
+
+def claims(record: dict) -> list[dict]:
+    """The paper's claims, each checked against a record by explicit comparisons ("holds" when
+    every comparison favours the claim, "does not hold" when none does, "mixed" otherwise).
+    Higher IoU, PSNR, SSIM and FCN-scores are better; lower Fréchet distances are better."""
+    m, ref = record["metrics"], record["reference"]
+
+    def masks():
+        ours, floor, ceiling = (m[k]["mask_iou"] for k in ("seigan", "bbox_as_mask", "supervised_segmenter"))
+        closed = (ours - floor) / (ceiling - floor) if ceiling != floor else float("nan")
+        return ("Masks learned from boxes alone approach full supervision",
+                f"mask IoU {ours:.3f}: box as mask {floor:.3f}, fully supervised {ceiling:.3f} "
+                f"({closed:.0%} of the gap from the box to full supervision closed)",
+                verdict(ours > floor, closed >= 0.5))
+
+    def enhancement():
+        return ("The enhancement network makes composites more realistic",
+                f"Fréchet distance {m['seigan']['frechet_distance']:.3f} vs {m['no_enhancement']['frechet_distance']:.3f}"
+                f" with a plain paste; FCN mIoU {m['seigan']['fcn_miou']:.3f} vs {m['no_enhancement']['fcn_miou']:.3f}",
+                verdict(m["seigan"]["frechet_distance"] < m["no_enhancement"]["frechet_distance"],
+                        m["seigan"]["fcn_miou"] >= m["no_enhancement"]["fcn_miou"]))
+
+    def inpainting():
+        left = ref["object_left_in"]
+        return ("Inpainting restores a plausible background",
+                f"PSNR in the box {m['seigan']['inpaint_psnr_box']:.2f} dB vs {left['inpaint_psnr_box']:.2f} dB "
+                f"with the object left in; Fréchet distance to real backgrounds {m['seigan']['inpaint_frechet']:.3f} "
+                f"vs {left['inpaint_frechet']:.3f}",
+                verdict(m["seigan"]["inpaint_psnr_box"] > left["inpaint_psnr_box"],
+                        m["seigan"]["inpaint_frechet"] < left["inpaint_frechet"]))
+
+    def ablation(other: str, what: str):
+        def check():
+            keys = ("mask_iou", "inpaint_psnr_box", "frechet_distance")
+            better = [m["seigan"][k] < m[other][k] if k == "frechet_distance" else m["seigan"][k] > m[other][k]
+                      for k in keys]
+            return (f"The {what} helps (the paper's ablation)",
+                    "; ".join(f"{k} {m['seigan'][k]:.3f} vs {m[other][k]:.3f} without" for k in keys),
+                    verdict(*better))
+        return check
+
+    return check_claims((masks, enhancement, inpainting, ablation("no_cycle", "cycle"),
+                         ablation("no_identity", "identity loss")))
+
+
+def main(argv=None) -> int:
+    parser = run_argument_parser("labkit.papers.seigan_runs", __doc__.split("\n")[0], PROFILES, CHAPTER,
+                                 "write checkpoints/seigan_<profile>.pt and seigan_<profile>_extra.pt")
+    parser.add_argument("--models", nargs="+", default=None, choices=MODEL_NAMES, help="default: every model")
+    return train.run_from_command_line(parser, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

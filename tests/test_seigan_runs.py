@@ -1,0 +1,188 @@
+"""SEIGAN (chapter 5) runs: evaluation helpers, the smoke run, resume, stale records, exports, claims."""
+import math
+
+import pytest
+import torch
+
+from labkit.checkpoints import CheckpointError, load_checkpoint, read_json, write_json
+from labkit.data import CLASS_INDEX
+from labkit.papers import seigan, seigan_runs
+
+SMOKE = seigan.PROFILES["smoke"]
+
+
+def test_mask_iou_is_one_for_the_truth_zero_for_disjoint_masks_and_uses_the_threshold():
+    truth = torch.zeros(2, 1, 4, 4)
+    truth[0, 0, :2], truth[1, 0, :, :1] = 1, 1
+    assert torch.equal(seigan_runs.mask_iou(truth, truth), torch.ones(2, dtype=torch.float64))
+    assert torch.equal(seigan_runs.mask_iou(1 - truth, truth), torch.zeros(2, dtype=torch.float64))
+    assert torch.equal(seigan_runs.mask_iou(truth * 0.5, truth), torch.zeros(2, dtype=torch.float64))
+    half = truth.clone()
+    half[0, 0, 1] = 0
+    assert seigan_runs.mask_iou(half, truth)[0] == pytest.approx(0.5)
+
+
+def test_chapter_data_is_unpaired_and_its_test_layouts_paste_the_true_mask():
+    data = seigan_runs.chapter_data(SMOKE)
+    train, test = data["train"], data["test"]
+    assert train["objects"].shape == (SMOKE["train_objects"], 3, *SMOKE["size"])
+    assert train["backgrounds"].shape == (SMOKE["train_backgrounds"], 3, *SMOKE["size"])
+    for part in (train, test):
+        assert not set(part["indices"]) & set(part["background_indices"])
+    assert not set(test["indices"]) & set(test["reference_indices"])
+    assert not set(test["background_indices"]) & set(test["reference_indices"])
+    assert test["reference_objects"].shape == test["objects"].shape
+    for i in range(len(test["objects"])):
+        inside = test["masks"][i, 0] > 0
+        assert (test["labels"][i][inside] == test["classes"][i]).all()
+        assert torch.equal(test["labels"][i][~inside], test["background_labels"][i][~inside])
+    assert set(test["classes"].tolist()) <= {CLASS_INDEX["car"], CLASS_INDEX["person"]}
+
+
+def test_run_rejects_unknown_models_profiles_and_an_incomplete_export(tmp_path):
+    with pytest.raises(ValueError, match="unknown model"):
+        seigan_runs.run("smoke", models=("seigan", "seigan_v2"), run_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="profile"):
+        seigan_runs.run("huge", run_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="export"):
+        seigan_runs.run("smoke", models=("seigan",), run_dir=tmp_path, export=True, progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("seigan_smoke")
+    export = run_dir / "export"
+    record = seigan_runs.run("smoke", device="cpu", run_dir=run_dir, export=export, progress=False)
+    return run_dir, export, record
+
+
+def test_smoke_run_records_every_required_metric_with_provenance(smoke_run):
+    run_dir, _, record = smoke_run
+    assert set(record["metrics"]) == set(seigan.MODEL_NAMES) and record["stale"] == []
+    for name in seigan.MODEL_NAMES:
+        metrics = record["metrics"][name]
+        keys = ("mask_iou", "frechet_distance", "fcn_miou")
+        if name in seigan.TRAINED_MODELS:
+            keys += ("inpaint_psnr", "inpaint_ssim", "inpaint_psnr_box", "inpaint_frechet")
+            assert metrics["steps"] == SMOKE["iterations"] and metrics["finished"]
+        else:
+            assert "inpaint_psnr" not in metrics
+        for key in keys:
+            assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), (name, key)
+        assert record["runs"][name]["profile"] == "smoke"
+        assert (run_dir / "samples" / f"{name}.png").stat().st_size > 1000
+    reference = record["reference"]
+    assert reference["true_mask_paste"]["mask_iou"] == 1.0
+    assert 0 < record["metrics"]["bbox_as_mask"]["mask_iou"] < 1
+    assert math.isfinite(reference["object_left_in"]["inpaint_psnr"])
+    assert record["metrics"]["supervised_segmenter"]["steps"] == SMOKE["segmenter_iterations"]
+
+
+def test_smoke_run_resumes_without_retraining(smoke_run):
+    run_dir, _, record = smoke_run
+    again = seigan_runs.run("smoke", models=("no_cycle",), device="cpu", run_dir=run_dir, progress=False)
+    assert again["training"]["no_cycle"] == record["training"]["no_cycle"]
+    assert again["metrics"]["no_cycle"]["mask_iou"] == pytest.approx(record["metrics"]["no_cycle"]["mask_iou"])
+    assert again["metrics"]["no_cycle"]["inpaint_psnr"] == pytest.approx(record["metrics"]["no_cycle"]["inpaint_psnr"])
+    assert again["stale"] == []
+
+
+def test_a_model_scored_before_its_network_trained_further_is_stale(smoke_run, tmp_path):
+    run_dir, _, _ = smoke_run
+    for path in list(run_dir.glob("models/*.json")) + list(run_dir.glob("train/*.json")) + [run_dir / "metrics.json"]:
+        write_json(tmp_path / path.relative_to(run_dir), read_json(path))
+    info = read_json(tmp_path / "train" / "no_identity.json")
+    write_json(tmp_path / "train" / "no_identity.json", dict(info, steps=99))
+    record = seigan_runs.merge_records("smoke", tmp_path, "cpu")
+    assert record["stale"] == ["no_identity"]
+    with pytest.raises(ValueError, match="no_identity"):
+        seigan_runs.read_record("smoke", tmp_path)
+
+
+def test_exported_networks_load_and_reproduce_the_run(smoke_run):
+    run_dir, export, record = smoke_run
+    trainer, settings = seigan_runs.load_models(export / "seigan.pt", extra=export / "seigan_extra.pt")
+    assert settings["size"] == SMOKE["size"]
+    data = seigan_runs.chapter_data(settings)
+    from labkit.metrics import _judge
+    judge = _judge(None, "cpu")
+    scores, _ = seigan_runs.evaluate_trained(trainer, data["test"], judge,
+                                             seigan_runs.real_embeddings(data["test"], judge))
+    assert scores["mask_iou"] == pytest.approx(record["metrics"]["seigan"]["mask_iou"], abs=0.02)
+    assert scores["inpaint_psnr"] == pytest.approx(record["metrics"]["seigan"]["inpaint_psnr"], abs=0.1)
+    supervised = seigan_runs.load_supervised_segmenter(export / "seigan_extra.pt")
+    with torch.no_grad():
+        masks = supervised(data["test"]["objects"], data["test"]["boxes"])
+    assert seigan_runs.score_masks(masks, data["test"])["mask_iou"] == pytest.approx(
+        record["metrics"]["supervised_segmenter"]["mask_iou"], abs=0.02)
+    # the trained discriminators came with the extra file: the run's own weights, to float16 precision
+    trained = load_checkpoint(run_dir / "train" / "seigan.pt")["model"]
+    for part in ("object_discriminator", "background_discriminator"):
+        weight = trained[f"{part}.net.net.0.weight"]
+        assert torch.allclose(getattr(trainer, part).net.net[0].weight, weight, atol=1e-3)
+
+
+def test_load_models_names_missing_corrupt_and_wrong_files(tmp_path, smoke_run):
+    _, export, _ = smoke_run
+    with pytest.raises(FileNotFoundError, match="seigan_runs"):
+        seigan_runs.load_models(tmp_path / "none.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        seigan_runs.load_models(bad)
+    with pytest.raises(CheckpointError, match="seigan-generators"):
+        seigan_runs.load_models(export / "seigan_extra.pt")
+
+
+def _record(**overrides):
+    base = {"mask_iou": 0.8, "inpaint_psnr_box": 20.0, "frechet_distance": 1.0, "fcn_miou": 0.6,
+            "inpaint_frechet": 1.0}
+    metrics = {name: dict(base) for name in seigan.MODEL_NAMES}
+    for name, values in overrides.items():
+        metrics[name].update(values)
+    return {"metrics": metrics, "reference": {"object_left_in": {"inpaint_psnr_box": 15.0, "inpaint_frechet": 2.0}}}
+
+
+def test_claims_follow_the_comparisons():
+    good = seigan_runs.claims(_record(bbox_as_mask={"mask_iou": 0.7}, supervised_segmenter={"mask_iou": 0.85},
+                                      no_enhancement={"frechet_distance": 2.0, "fcn_miou": 0.5},
+                                      no_cycle={"mask_iou": 0.7, "inpaint_psnr_box": 18.0, "frechet_distance": 2.0}))
+    verdicts = [row["verdict"] for row in good]
+    assert verdicts[:4] == ["holds"] * 4 and verdicts[4] == "does not hold"
+    bad = seigan_runs.claims(_record(bbox_as_mask={"mask_iou": 0.9}, supervised_segmenter={"mask_iou": 0.95}))
+    assert bad[0]["verdict"] == "does not hold" and "box as mask 0.900" in bad[0]["evidence"]
+    # closing less than half of the gap from the box to full supervision is only "mixed"
+    partial = seigan_runs.claims(_record(bbox_as_mask={"mask_iou": 0.7}, supervised_segmenter={"mask_iou": 0.95}))
+    assert partial[0]["verdict"] == "mixed"
+
+
+def test_an_interrupted_training_resumes_exactly_as_if_it_had_run_through(tmp_path):
+    """The pools' contents and the noise and pool random streams are checkpointed with the
+    networks, so stopping after 3 steps and resuming gives the weights of an uninterrupted run."""
+    settings = dict(SMOKE, iterations=6, pool_size=2)
+    data = seigan_runs.chapter_data(settings, splits=("train",))
+    features = seigan_runs.reconstruction_features(settings, "cpu")
+    straight, _ = seigan_runs.train_model("seigan", data, settings, "cpu", tmp_path / "a", features, progress=False)
+    _, first = seigan_runs.train_model("seigan", data, settings, "cpu", tmp_path / "b", features, progress=False,
+                                       stop_after=3)
+    assert first.steps_done == 3 and not first.finished
+    resumed, second = seigan_runs.train_model("seigan", data, settings, "cpu", tmp_path / "b", features,
+                                              progress=False)
+    assert second.resumed_from == 3 and second.finished
+    a, b = straight.state_dict(), resumed.state_dict()
+    for key, value in a.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.allclose(value, b[key], atol=1e-6), key
+    assert all(len(pool.images) == 2 for pool in resumed.pools.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_steps_run_under_cuda_autocast(tmp_path):
+    settings = dict(SMOKE, iterations=2, segmenter_iterations=2)
+    data = seigan_runs.chapter_data(settings, splits=("train",))
+    features = seigan_runs.reconstruction_features(settings, "cuda")
+    _, result = seigan_runs.train_model("seigan", data, settings, "cuda", tmp_path, features, progress=False)
+    assert result.finished
+    _, result = seigan_runs.train_supervised_segmenter(data, settings, "cuda", tmp_path, progress=False)
+    assert result.finished
