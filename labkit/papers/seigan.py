@@ -330,8 +330,7 @@ TRAINED_MODELS = tuple(MODEL_SPECS)
 REFERENCE_MODELS = ("bbox_as_mask", "supervised_segmenter")
 MODEL_NAMES = TRAINED_MODELS + REFERENCE_MODELS
 
-LOSS_WEIGHTS = {"object_adversarial": 1.0, "paste_adversarial": 1.0, "background_adversarial": 1.0,
-                "object_reconstruction": 10.0,
+LOSS_WEIGHTS = {"object_adversarial": 1.0, "background_adversarial": 1.0, "object_reconstruction": 10.0,
                 "background_reconstruction": 1.0, "identity": 5.0}
 """Our weights (the paper's are not given in what we could read): adversarial terms 1, the
 object cycle 10 as CycleGAN's λ, identity 5 as CycleGAN's 0.5·λ, the background texture 1."""
@@ -342,7 +341,7 @@ PROFILES = {
     "smoke": {"size": (32, 64), "train_objects": 12, "train_backgrounds": 12, "test_pairs": 8, "batch_size": 2,
               "iterations": 4, "width": 4, "depth": 4, "discriminator_width": 8, "segmenter_iterations": 4,
               "pool_size": 4, "learning_rate": CYCLEGAN_LEARNING_RATE, "features": "judge"},
-    "book": {"size": (64, 128), "train_objects": 800, "train_backgrounds": 800, "test_pairs": 160,
+    "book": {"size": (64, 128), "train_objects": 800, "train_backgrounds": 800, "test_pairs": 320,
              "batch_size": 4, "iterations": 3000, "width": 16, "depth": 5, "discriminator_width": 32,
              "segmenter_iterations": 1500, "pool_size": POOL_SIZE, "learning_rate": CYCLEGAN_LEARNING_RATE,
              "features": "judge"},
@@ -450,11 +449,6 @@ class SeiganTrainer(nn.Module):
             / len(generated_backgrounds)
         loss = weights["object_adversarial"] * object_adversarial \
             + weights["background_adversarial"] * background_adversarial
-        if self.enhancer is not None and weights["paste_adversarial"]:
-            # D_obj judges the plain paste z too; G_seg alone must make z pass, without G_enh's help
-            paste_adversarial = least_squares(d_obj(out["pasted"]), 1.0)
-            loss = loss + weights["paste_adversarial"] * paste_adversarial
-            logs["paste_adversarial"] = float(paste_adversarial.detach())
         logs.update(object_adversarial=float(object_adversarial.detach()),
                     background_adversarial=float(background_adversarial.detach()))
         if cycle:

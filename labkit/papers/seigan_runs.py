@@ -42,8 +42,8 @@ from ..features import load_feature_extractor
 from ..metrics import fcn_score, frechet_distance_from_embeddings, judge_embeddings
 from ..networks import count_parameters
 from ..train import REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile
-from .seigan import (CHAPTER, CYCLEGAN_BETAS, MODEL_NAMES, MODEL_SPECS, PROFILES, TRAINED_MODELS, SeiganTrainer,
-                     Segmenter, box_masks, composite)
+from .seigan import (CHAPTER, CYCLEGAN_BETAS, LOSS_WEIGHTS, MODEL_NAMES, MODEL_SPECS, PROFILES, TRAINED_MODELS,
+                     SeiganTrainer, Segmenter, box_masks, composite)
 
 BACKGROUND_START = 50_000
 REFERENCE_START = 25_000
@@ -125,7 +125,7 @@ def batch_sampler(train_data: dict, batch_size: int, seed: int = 0, device="cpu"
 
 def _config(name: str, settings: dict, seed: int, features=None) -> dict:
     plain = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
-    config = {"kind": "seigan", "model": name, "seed": seed, **plain}
+    config = {"kind": "seigan", "model": name, "seed": seed, **plain, "loss_weights": dict(LOSS_WEIGHTS)}
     if features is not None:
         config["perceptual_features"] = features.describe()
     return config
