@@ -22,11 +22,13 @@ STEPS = [
     ("notebook 02", "`notebooks/02_sims.ipynb`, book profile, top to bottom"),
     ("notebook 03", "`notebooks/03_srn.ipynb`, book profile, top to bottom"),
     ("notebook 04", "`notebooks/04_semantic_analogy.ipynb`, book profile, top to bottom"),
+    ("notebook 05", "`notebooks/05_seigan.ipynb`, book profile, top to bottom"),
 ]
 CRN_RECORD = "reports/book/crn/metrics.json"
 SIMS_RECORD = "reports/book/sims/metrics.json"
 SRN_RECORD = "reports/book/srn/metrics.json"
 ANALOGY_RECORD = "reports/book/analogy/metrics.json"
+SEIGAN_RECORD = "reports/book/seigan/metrics.json"
 
 
 def _commit(run: dict) -> str:
@@ -98,6 +100,15 @@ def table() -> str:
                 lines.append(f"| Analogy chapter, book profile: train `{name}` on `{image}` ({run['steps']} iterations, "
                              f"{run['threads']} thread{'s' if run['threads'] > 1 else ''}) | "
                              f"{_minutes(run['wall_time_s'])} | `{_commit(run)}` |")
+    seigan_path = ROOT / SEIGAN_RECORD
+    if seigan_path.is_file():
+        seigan = json.loads(seigan_path.read_text())
+        for name, run in seigan["training"].items():
+            if "steps" not in run:
+                continue   # bbox_as_mask trains nothing
+            lines.append(f"| SEIGAN chapter, book profile: train `{name}` ({run['steps']} iterations, "
+                         f"{run['threads']} thread{'s' if run['threads'] > 1 else ''}) | "
+                         f"{_minutes(run['wall_time_s'])} | `{_commit(run)}` |")
     rates = speed["metrics"]["scenes_per_second"]
     lines.append("| StreetScenes rendering, one core (`scripts/benchmark_data.py`) | "
                  + ", ".join(f"{rates[k]:g} scenes/s at {k.replace('x', '×')}"

@@ -186,3 +186,20 @@ def test_the_trainer_keeps_the_frozen_features_out_of_its_state(pairs):
     count = sum(p.numel() for p in trainer.parameters())
     assert count == sum(p.numel() for p in trainer.generator_parameters()) + sum(
         p.numel() for p in trainer.discriminator_parameters())
+
+
+def test_the_stop_gradient_keeps_the_objects_round_trip_from_training_the_inpainter(pairs):
+    """With stop_gradient the loss ‖x̂̂ − x‖₁ reaches the segmenter and the enhancer but not the
+    inpainter; without it (the paper's cycle as written) it reaches the inpainter too."""
+    objects, backgrounds = pairs
+    x, boxes = _stack(objects, "image"), _stack(objects, "box")
+    for stop, reaches_inpainter in ((True, False), (False, True)):
+        torch.manual_seed(0)
+        trainer = seigan.SeiganTrainer(dict(seigan.MODEL_SPECS["seigan"], stop_gradient=stop), SMOKE)
+        with torch.no_grad():   # a non-zero enhancer, so that gradients flow through it
+            trainer.enhancer.net.up[1].weight.normal_(0, 0.01)
+        out = trainer(x, boxes, backgrounds, cycle=True)
+        torch.nn.functional.l1_loss(out["object_cycle"], x).backward()
+        inpainter_grad = sum(float(p.grad.abs().sum()) for p in trainer.inpainter.parameters() if p.grad is not None)
+        assert (inpainter_grad > 0) == reaches_inpainter
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.segmenter.parameters())

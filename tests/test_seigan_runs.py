@@ -155,6 +155,10 @@ def test_claims_follow_the_comparisons():
     # closing less than half of the gap from the box to full supervision is only "mixed"
     partial = seigan_runs.claims(_record(bbox_as_mask={"mask_iou": 0.7}, supervised_segmenter={"mask_iou": 0.95}))
     assert partial[0]["verdict"] == "mixed"
+    # a supervised reference below the box leaves only the floor to test
+    inverted = seigan_runs.claims(_record(bbox_as_mask={"mask_iou": 0.75}, supervised_segmenter={"mask_iou": 0.5},
+                                          seigan={"mask_iou": 0.45}))
+    assert inverted[0]["verdict"] == "does not hold" and "does not beat the box" in inverted[0]["evidence"]
 
 
 def test_an_interrupted_training_resumes_exactly_as_if_it_had_run_through(tmp_path):
@@ -186,3 +190,24 @@ def test_training_steps_run_under_cuda_autocast(tmp_path):
     assert result.finished
     _, result = seigan_runs.train_supervised_segmenter(data, settings, "cuda", tmp_path, progress=False)
     assert result.finished
+
+
+def test_committed_book_artefacts_match_the_book_profile():
+    """The committed record is complete and fresh, and the committed networks load, fit the book
+    profile and stay under the size limit."""
+    settings = seigan.PROFILES["book"]
+    record = seigan_runs.read_record("book")
+    assert set(record["metrics"]) == set(seigan.MODEL_NAMES)
+    for name in seigan.TRAINED_MODELS:
+        assert record["metrics"][name]["steps"] == settings["iterations"], name
+    assert record["metrics"]["supervised_segmenter"]["steps"] == settings["segmenter_iterations"]
+    trainer, saved = seigan_runs.load_models(seigan_runs.exported_path("book"),
+                                             extra=seigan_runs.exported_path("book", extra=True))
+    assert saved == settings
+    supervised = seigan_runs.load_supervised_segmenter(seigan_runs.exported_path("book", extra=True))
+    x = torch.zeros(1, 3, *settings["size"])
+    box = torch.tensor([[10, 10, 30, 40]])
+    assert trainer.segmenter(x, box).shape == supervised(x, box).shape == (1, 1, *settings["size"])
+    for extra in (False, True):
+        assert seigan_runs.exported_path("book", extra).stat().st_size < 8 * 2 ** 20
+    assert all((seigan_runs.record_dir("book") / "samples" / f"{name}.png").is_file() for name in seigan.MODEL_NAMES)

@@ -2,9 +2,6 @@
 Khomenko, Nikolenko, arXiv 1811.07630, 2018). No official code exists; every choice below
 follows the paper's description and is stated.
 
-This module is the chapter's foundation: the unpaired data, the three operations and the
-fake-image pool. The networks, losses and training follow in the chapter's issue (#7).
-
 Notation (the paper's §2.1). An object scene x = ⟨O, B_x⟩ holds an object O on a background
 B_x, with its bounding box; a background y = ⟨∅, B_y⟩ holds none. One **swap**:
 
@@ -14,6 +11,15 @@ B_x, with its bounding box; a background y = ⟨∅, B_y⟩ holds none. One **sw
 
 As in CycleGAN, the swap is applied a second time to (ŷ, x̂): the object goes back, giving
 x̂̂ ≈ x, and ŷ's object is cut out and its hole inpainted, giving ŷ̂ ≈ y.
+
+Losses (the paper's §2.2–2.4; the weights are ours, see ``LOSS_WEIGHTS``):
+
+- l_bg^adv: D_bg tells real backgrounds y from the inpainted x̂ and ŷ̂;
+- l_obj^adv: D_obj tells real object scenes x from composites (z and ŷ);
+- l_obj^rec = ‖x̂̂ − x‖₁, the object's round trip;
+- l_bg^rec(ŷ̂, y): perceptual on early features plus texture (Gram matrices) on deeper ones;
+- l_id = ‖G_enh(x) − x‖₁: the enhancer leaves a real object scene alone;
+- the discriminators see fakes through CycleGAN's pool of past fakes.
 
 Shapes: images (N, 3, H, W) in [0, 1]; masks (N, 1, H, W) in [0, 1]; boxes (N, 4) as
 (x0, y0, x1, y1) in pixels, x1 and y1 exclusive (StreetScenes' ``objects[i]["box"]``).
@@ -100,15 +106,20 @@ def swap(objects, backgrounds, masks, enhance, inpaint) -> dict:
     return {"pasted": pasted, "moved": enhance(pasted), "inpainted": inpaint(cut_out(masks, objects))}
 
 
-def double_swap(objects, backgrounds, masks, segment, enhance, inpaint) -> dict:
+def double_swap(objects, backgrounds, masks, segment, enhance, inpaint, stop_gradient: bool = False) -> dict:
     """Swap, then swap back (the paper's cycle). The second swap cuts the object out of ŷ with
     ``segment(ŷ)`` (masks of the same shape) and pastes it onto x̂.
+
+    With ``stop_gradient`` the second swap pastes onto x̂ detached: the object's round trip
+    x̂̂ ≈ x then cannot train the inpainter, which otherwise learns to pass the object through
+    the hole (x̂ ≈ x), so that the empty mask m = 0 satisfies every cycle loss (our deviation).
 
     Returns the first swap's outputs and ``"object_cycle"`` x̂̂ ≈ x, ``"background_cycle"``
     ŷ̂ ≈ y, and ``"second_masks"``."""
     first = swap(objects, backgrounds, masks, enhance, inpaint)
     second_masks = segment(first["moved"])
-    second = swap(first["moved"], first["inpainted"], second_masks, enhance, inpaint)
+    background = first["inpainted"].detach() if stop_gradient else first["inpainted"]
+    second = swap(first["moved"], background, second_masks, enhance, inpaint)
     return {**first, "second_masks": second_masks, "object_cycle": second["moved"],
             "background_cycle": second["inpainted"]}
 
@@ -318,14 +329,17 @@ def background_reconstruction_loss(reconstructed: torch.Tensor, backgrounds: tor
 # --------------------------------------------------------------------------- the models of the chapter
 
 MODEL_SPECS = {
-    "seigan": {"enhance": True, "cycle": True, "identity": True},
-    "no_enhancement": {"enhance": False, "cycle": True, "identity": False},
-    "no_cycle": {"enhance": True, "cycle": False, "identity": True},
-    "no_identity": {"enhance": True, "cycle": True, "identity": False},
+    "seigan": {"enhance": True, "cycle": True, "identity": True, "stop_gradient": True},
+    "no_enhancement": {"enhance": False, "cycle": True, "identity": False, "stop_gradient": True},
+    "no_cycle": {"enhance": True, "cycle": False, "identity": True, "stop_gradient": True},
+    "no_identity": {"enhance": True, "cycle": True, "identity": False, "stop_gradient": True},
+    "no_stop_gradient": {"enhance": True, "cycle": True, "identity": True, "stop_gradient": False},
 }
-"""The trained models: SEIGAN and its three ablations. ``no_enhancement`` pastes plainly (ŷ = z,
-so it has no identity loss either); ``no_cycle`` trains the first swap only (no x̂̂, ŷ̂: no
-object or background reconstruction losses); ``no_identity`` drops ‖G_enh(x) − x‖₁."""
+"""The trained models: SEIGAN and its three ablations, and the cycle exactly as the paper writes
+it. ``no_enhancement`` pastes plainly (ŷ = z, so it has no identity loss either); ``no_cycle``
+trains the first swap only (no x̂̂, ŷ̂: no object or background reconstruction losses);
+``no_identity`` drops ‖G_enh(x) − x‖₁; ``no_stop_gradient`` lets the object's round trip train
+the inpainter too (see :func:`double_swap`)."""
 TRAINED_MODELS = tuple(MODEL_SPECS)
 REFERENCE_MODELS = ("bbox_as_mask", "supervised_segmenter")
 MODEL_NAMES = TRAINED_MODELS + REFERENCE_MODELS
@@ -338,11 +352,11 @@ CYCLEGAN_LEARNING_RATE = 2e-4
 CYCLEGAN_BETAS = (0.5, 0.999)
 
 PROFILES = {
-    "smoke": {"size": (32, 64), "train_objects": 12, "train_backgrounds": 12, "test_pairs": 8, "batch_size": 2,
+    "smoke": {"size": (32, 64), "train_objects": 12, "train_backgrounds": 12, "test_pairs": 24, "batch_size": 2,
               "iterations": 4, "width": 4, "depth": 4, "discriminator_width": 8, "segmenter_iterations": 4,
               "pool_size": 4, "learning_rate": CYCLEGAN_LEARNING_RATE, "features": "judge"},
     "book": {"size": (64, 128), "train_objects": 800, "train_backgrounds": 800, "test_pairs": 320,
-             "batch_size": 4, "iterations": 3000, "width": 16, "depth": 5, "discriminator_width": 32,
+             "batch_size": 4, "iterations": 2500, "width": 16, "depth": 5, "discriminator_width": 32,
              "segmenter_iterations": 1500, "pool_size": POOL_SIZE, "learning_rate": CYCLEGAN_LEARNING_RATE,
              "features": "judge"},
     "full": {"size": (128, 256), "train_objects": 6000, "train_backgrounds": 6000, "test_pairs": 500,
@@ -415,7 +429,7 @@ class SeiganTrainer(nn.Module):
         if not cycle:
             return {"masks": masks, **swap(objects, backgrounds, masks, self.enhance, self.inpainter)}
         return {"masks": masks, **double_swap(objects, backgrounds, masks, lambda moved: self.segmenter(moved, boxes),
-                                              self.enhance, self.inpainter)}
+                                              self.enhance, self.inpainter, self.spec["stop_gradient"])}
 
     def iteration_loss(self, batch: dict, discriminator_optimizer) -> tuple[torch.Tensor, dict]:
         x, boxes, y = batch["objects"], batch["boxes"], batch["backgrounds"]
@@ -464,3 +478,46 @@ class SeiganTrainer(nn.Module):
             loss = loss + weights["identity"] * identity
             logs["identity"] = float(identity.detach())
         return loss, logs
+
+
+_BOOK = PROFILES["book"]
+DEVIATIONS = [
+    "No official code exists. Every architecture, weight and schedule below is our choice from the paper's "
+    "description; the reference notes could not verify the paper's layer counts, loss weights or numbers.",
+    f"Data: procedural StreetScenes at {_BOOK['size'][0]}×{_BOOK['size'][1]} (book) instead of real photographs. "
+    "X: scenes with their nearest car or person at least a sixth of the image tall, with its box "
+    f"({_BOOK['train_objects']} for training). Y: other scenes rendered without their own nearest object, so "
+    "that Y has the distribution of X's backgrounds (farther objects stay in both). X and Y come from "
+    "disjoint scene indices and are drawn independently in every batch. The true masks and backgrounds are "
+    "used only to evaluate, and to train the supervised reference.",
+    "The object is pasted where it was (the same box in y). The paper's enhancement network also handles "
+    "objects whose size or place does not fit the new background; that case is not exercised here.",
+    f"Generators: pix2pix U-Nets ({_BOOK['depth']} downsamplings, base width {_BOOK['width']}) for all three, "
+    "not the paper's architectures. G_seg receives the box as a fourth input channel and its mask is "
+    "multiplied by the box. G_enh adds a residual to z, with a zero-initialised last layer (it starts as the "
+    "identity), and one channel of per-pixel Gaussian noise. G_inp receives (1 − m) ⊙ x only, as in the "
+    "paper, and outputs the whole image.",
+    f"Discriminators: pix2pix PatchGANs on the image alone (3 strided layers, width "
+    f"{_BOOK['discriminator_width']}), least-squares GAN losses (CycleGAN's). D_obj judges both the plain "
+    "paste z and the enhanced ŷ as fakes; the generators' object adversarial term is on ŷ only, so G_seg "
+    "learns from D_obj through G_enh. Both discriminators step first in each iteration, then the "
+    "generators (CycleGAN steps the generators first).",
+    "The second swap pastes the object back onto x̂ with its gradient stopped (x̂.detach()), so the "
+    "object's round trip x̂̂ ≈ x trains the segmenter and the enhancer but not the inpainter. In the cycle as "
+    "the paper writes it, the inpainter can learn to pass the object through the hole, and then the empty "
+    "mask satisfies every reconstruction loss; our first book run of it collapsed to empty masks. "
+    "`no_stop_gradient` is that cycle, recorded.",
+    f"Loss weights (ours): {', '.join(f'{k} {v:g}' for k, v in LOSS_WEIGHTS.items())}. The background "
+    "adversarial term averages over x̂ and ŷ̂.",
+    "Background reconstruction: the judge's encoder (our scene segmenter, stages enc1–enc2 for the "
+    "perceptual L1, enc3–enc4 for the Gram-matrix L1, scaled by the channel count) instead of VGG-19's first "
+    "and last five layers; the full profile uses VGG-19 when its weights are supplied.",
+    f"Schedule: {_BOOK['iterations']:,} iterations at batch {_BOOK['batch_size']} (book), Adam at "
+    f"{CYCLEGAN_LEARNING_RATE:g} with β = {CYCLEGAN_BETAS} for everything, no learning-rate decay, one seed.",
+    f"Fake pools: one per kind of fake (z, ŷ, x̂, ŷ̂), {POOL_SIZE} images each, probability {POOL_PROBABILITY}.",
+    "Evaluation: the paper measured mask IoU on real photographs against other weakly supervised methods "
+    "and a supervised segmenter, and realism by human assessors. Here masks are thresholded at ½ and "
+    "compared with the true masks; the references are the box itself and G_seg's architecture trained on "
+    "the true masks; realism is a Fréchet distance and an FCN-score on our judge's features (a network "
+    "trained on these scenes, not Inception); inpainting is scored against the true background.",
+]
