@@ -505,7 +505,7 @@ DEVIATIONS = [
     "The second swap pastes the object back onto x̂ with its gradient stopped (x̂.detach()), so the "
     "object's round trip x̂̂ ≈ x trains the segmenter and the enhancer but not the inpainter. In the cycle as "
     "the paper writes it, the inpainter can learn to pass the object through the hole, and then the empty "
-    "mask satisfies every reconstruction loss; our first book run of it collapsed to empty masks. "
+    "mask satisfies every reconstruction loss; in our book run of it the masks shrank to nothing. "
     "`no_stop_gradient` is that cycle, recorded.",
     f"Loss weights (ours): {', '.join(f'{k} {v:g}' for k, v in LOSS_WEIGHTS.items())}. The background "
     "adversarial term averages over x̂ and ŷ̂.",
