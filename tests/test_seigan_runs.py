@@ -203,7 +203,7 @@ def test_committed_book_artefacts_match_the_book_profile():
     assert record["metrics"]["supervised_segmenter"]["steps"] == settings["segmenter_iterations"]
     trainer, saved = seigan_runs.load_models(seigan_runs.exported_path("book"),
                                              extra=seigan_runs.exported_path("book", extra=True))
-    assert saved == settings
+    assert saved.pop("profile") == "book" and saved == settings
     supervised = seigan_runs.load_supervised_segmenter(seigan_runs.exported_path("book", extra=True))
     x = torch.zeros(1, 3, *settings["size"])
     box = torch.tensor([[10, 10, 30, 40]])
