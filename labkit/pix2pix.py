@@ -35,6 +35,12 @@ LEARNING_RATE = 2e-4
 BETAS = (0.5, 0.999)
 
 
+def lsgan_loss(scores: torch.Tensor, real: bool) -> torch.Tensor:
+    """The least-squares GAN loss (Mao et al.; CycleGAN's choice), shared by the chapters that use
+    it: mean (D − 1)² for ``real`` targets, mean D² for fake ones."""
+    return ((scores - 1) ** 2).mean() if real else (scores ** 2).mean()
+
+
 class UNetSkipBlock(nn.Module):
     """One level of the U-Net: down (conv 4×4 s2), the inner levels, up (deconv 4×4 s2), skip.
 

@@ -125,17 +125,26 @@ def class_table_html() -> str:
 
 
 __all__ = ["to_numpy_image", "features_to_rgb", "colorize_instances", "show_grid", "plot_history", "plot_confusion", "draw_boxes",
-           "class_table_html", "save_figure", "PALETTE"]
+           "class_table_html", "save_figure", "write_png", "PALETTE"]
 
 
 def save_figure(fig, name: str, profile: str, chapter: str):
     """Save ``fig`` as PNG under the run's folder (``reports/<profile>/<chapter>/figures/``,
     or the ``labkit reproduce`` run folder), atomically; returns the path."""
+    from .train import reports_dir
+
+    return write_png(fig, reports_dir(profile, chapter) / "figures" / f"{name}.png", dpi=100)
+
+
+def write_png(fig, path, dpi=None, close: bool = False):
+    """Write ``fig`` as a PNG (tight bounding box) to ``path`` atomically; returns the path.
+    ``dpi`` None keeps the figure's own; ``close`` closes the figure afterwards."""
     import io
 
     from .checkpoints import atomic_write_bytes
-    from .train import reports_dir
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return atomic_write_bytes(reports_dir(profile, chapter) / "figures" / f"{name}.png", buffer.getvalue())
+    fig.savefig(buffer, format="png", bbox_inches="tight", **({"dpi": dpi} if dpi is not None else {}))
+    if close:
+        plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())

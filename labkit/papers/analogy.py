@@ -63,6 +63,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 
 from ..data.validation import check_images, check_label_map
+from ..pix2pix import lsgan_loss
 
 CHAPTER = "analogy"
 RECONSTRUCTION_EVERY = 5
@@ -496,11 +497,6 @@ def patch_coherence_loss(target_features, source_features, sampling=PATCH_SAMPLI
         matched = source_patches[best]                                       # (count, nearest, D)
         total = total + (chosen[:, None] - matched).abs().mean()
     return total / len(sampling)
-
-
-def lsgan_loss(scores: torch.Tensor, real: bool) -> torch.Tensor:
-    """Least squares: mean (D − 1)² for real, mean D² for fake."""
-    return ((scores - 1) ** 2).mean() if real else (scores ** 2).mean()
 
 
 def feature_matching_loss(fake_features, real_features) -> torch.Tensor:

@@ -15,7 +15,6 @@ of each image in float16 to ``checkpoints/analogy_<profile>_<image>.pt``.
 from __future__ import annotations
 
 import dataclasses
-import io
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoints import CheckpointError, atomic_write_bytes, load_checkpoint, read_json, save_checkpoint, write_json
+from ..checkpoints import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
 from ..claims import check_claims, verdict
 from ..data import CLASS_INDEX, NUM_CLASSES, StreetScenes
 from ..features import load_feature_extractor
@@ -373,7 +372,7 @@ def save_sample_figure(name: str, generators: dict, images: list[dict], path, de
     import matplotlib
     import matplotlib.pyplot as plt
 
-    from ..plotting import to_numpy_image
+    from ..plotting import to_numpy_image, write_png
 
     with matplotlib.rc_context({"figure.dpi": 100}):
         fig, axes = plt.subplots(len(images), 1 + len(EDIT_KINDS), figsize=(2.2 * (1 + len(EDIT_KINDS)),
@@ -388,10 +387,7 @@ def save_sample_figure(name: str, generators: dict, images: list[dict], path, de
             axes[0, 0].set_title("source", fontsize=8)
             for ax in axes[row]:
                 ax.set_xticks([]), ax.set_yticks([])
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", bbox_inches="tight")
-        plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return write_png(fig, path, close=True)
 
 
 # --------------------------------------------------------------------------- runs

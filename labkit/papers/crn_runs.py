@@ -198,15 +198,13 @@ def save_sample_grid(name: str, generator, settings: dict, path, device, seed: i
     so the chapter can show every ablation's images without its weights.
     ``slots``: the output slots to show, in order (default 0, 1, …); runs pass
     them ranked by FCN-mIoU, best first."""
-    import io
 
     import matplotlib
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ..checkpoints import atomic_write_bytes
     from ..data import colorize, render_batch
-    from ..plotting import to_numpy_image
+    from ..plotting import to_numpy_image, write_png
     from ..synthesis import generate
 
     _, labels = render_batch(settings["size"], SAMPLE_SCENES, split="test", seed=seed)
@@ -225,10 +223,7 @@ def save_sample_grid(name: str, generator, settings: dict, path, device, seed: i
         axes[0, 0].set_title("layout", fontsize=9)
         for col in range(shown):
             axes[0, col + 1].set_title(f"{name} #{slots[col]}", fontsize=9)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", bbox_inches="tight")
-        plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return write_png(fig, path, close=True)
 
 
 def merge_records(profile: str, run_dir, device, seed: int = 0) -> dict:

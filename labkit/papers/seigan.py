@@ -32,7 +32,7 @@ from torch import nn
 
 from ..data import CLASS_INDEX, StreetScenes
 from ..data.validation import check_images
-from ..pix2pix import PatchDiscriminator, UNetSkipBlock
+from ..pix2pix import PatchDiscriminator, UNetSkipBlock, lsgan_loss
 
 CHAPTER = "seigan"
 OBJECT_CLASSES = ("car", "person")
@@ -296,11 +296,6 @@ class ImageDiscriminator(nn.Module):
 
 # --------------------------------------------------------------------------- losses
 
-def least_squares(logits: torch.Tensor, target: float) -> torch.Tensor:
-    """LSGAN (CycleGAN's choice): mean (D(·) − target)²."""
-    return ((logits - target) ** 2).mean()
-
-
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) → (N, C, C): G = F Fᵀ / (C·H·W)."""
     n, c, h, w = features.shape
@@ -446,9 +441,9 @@ class SeiganTrainer(nn.Module):
         background_fakes = [self.pools["inpainted"].query(out["inpainted"])]
         if cycle:
             background_fakes.append(self.pools["background_cycle"].query(out["background_cycle"]))
-        object_d = least_squares(d_obj(x), 1.0) + sum(least_squares(d_obj(f), 0.0) for f in object_fakes) \
+        object_d = lsgan_loss(d_obj(x), True) + sum(lsgan_loss(d_obj(f), False) for f in object_fakes) \
             / len(object_fakes)
-        background_d = least_squares(d_bg(y), 1.0) + sum(least_squares(d_bg(f), 0.0) for f in background_fakes) \
+        background_d = lsgan_loss(d_bg(y), True) + sum(lsgan_loss(d_bg(f), False) for f in background_fakes) \
             / len(background_fakes)
         discriminator_optimizer.zero_grad(set_to_none=True)
         (0.5 * (object_d + background_d)).backward()
@@ -457,9 +452,9 @@ class SeiganTrainer(nn.Module):
 
         # generators (the caller steps them; the gradients this leaves on D are cleared by D's next step)
         weights = LOSS_WEIGHTS
-        object_adversarial = least_squares(d_obj(out["moved"]), 1.0)
+        object_adversarial = lsgan_loss(d_obj(out["moved"]), True)
         generated_backgrounds = [out["inpainted"]] + ([out["background_cycle"]] if cycle else [])
-        background_adversarial = sum(least_squares(d_bg(f), 1.0) for f in generated_backgrounds) \
+        background_adversarial = sum(lsgan_loss(d_bg(f), True) for f in generated_backgrounds) \
             / len(generated_backgrounds)
         loss = weights["object_adversarial"] * object_adversarial \
             + weights["background_adversarial"] * background_adversarial

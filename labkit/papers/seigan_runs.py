@@ -26,7 +26,6 @@ per-model records ``models/<model>.json``. ``--export`` writes SEIGAN's three ge
 """
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import train
-from ..checkpoints import CheckpointError, atomic_write_bytes, load_checkpoint, read_json, save_checkpoint, write_json
+from ..checkpoints import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
 from ..claims import check_claims, verdict
 from ..data import CLASS_NAMES
 from ..features import load_feature_extractor
@@ -312,7 +311,7 @@ def save_sample_figure(name: str, outputs: dict, test: dict, path, pairs: int = 
     import matplotlib
     import matplotlib.pyplot as plt
 
-    from ..plotting import to_numpy_image
+    from ..plotting import to_numpy_image, write_png
 
     rows = [("x", test["objects"]), ("y", test["backgrounds"]), ("m", outputs["masks"].expand(-1, 3, -1, -1)),
             ("z = paste", outputs["pasted"]), ("ŷ", outputs["moved"])]
@@ -326,10 +325,7 @@ def save_sample_figure(name: str, outputs: dict, test: dict, path, pairs: int = 
                 axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
             axes[r, 0].set_ylabel(label, fontsize=8)
         fig.suptitle(name, fontsize=9)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", bbox_inches="tight")
-        plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return write_png(fig, path, close=True)
 
 
 # --------------------------------------------------------------------------- runs

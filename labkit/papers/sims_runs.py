@@ -496,14 +496,12 @@ SAMPLE_SCENES = 3
 
 def save_canvas_figure(network, cache: CanvasCache, settings: dict, path, device, seed: int = 0) -> Path:
     """A PNG of layout → canvas → SIMS output for the first test layouts."""
-    import io
 
     import matplotlib
     import matplotlib.pyplot as plt
 
-    from ..checkpoints import atomic_write_bytes
     from ..data import colorize
-    from ..plotting import to_numpy_image
+    from ..plotting import to_numpy_image, write_png
 
     _, labels = render_batch(settings["size"], SAMPLE_SCENES, split="test", seed=seed)
     with matplotlib.rc_context({"figure.dpi": 100}):
@@ -519,10 +517,7 @@ def save_canvas_figure(network, cache: CanvasCache, settings: dict, path, device
             ax.set_title(title, fontsize=9)
         for ax in axes.flat:
             ax.set_xticks([]), ax.set_yticks([])
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", bbox_inches="tight")
-        plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return write_png(fig, path, close=True)
 
 
 # --------------------------------------------------------------------------- export and records

@@ -15,7 +15,6 @@ and recorded in ``models/<model>.json``; ``metrics.json`` merges them.
 """
 from __future__ import annotations
 
-import io
 import math
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 from ..claims import check_claims, verdict
-from ..checkpoints import CheckpointError, atomic_write_bytes, load_checkpoint, read_json, save_checkpoint, write_json
+from ..checkpoints import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
 from ..data import render_batch
 from ..features import load_feature_extractor
 from ..metrics import confusion_matrix, frechet_distance, scores_from_confusion
@@ -295,7 +294,7 @@ def save_sample_figure(name: str, extrapolate, settings: dict, path, device, see
     import matplotlib
     import matplotlib.pyplot as plt
 
-    from ..plotting import to_numpy_image
+    from ..plotting import to_numpy_image, write_png
 
     real, _ = render_batch(settings["size"], SAMPLE_SCENES, split="test", seed=seed)
     with matplotlib.rc_context({"figure.dpi": 100}):
@@ -309,10 +308,7 @@ def save_sample_figure(name: str, extrapolate, settings: dict, path, device, see
                 frame_known_region(ax, settings["size"], placement)
                 ax.set_xticks([]), ax.set_yticks([])
             axes[0, col].set_title(f"{name}: {placement}", fontsize=8)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", bbox_inches="tight")
-        plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return write_png(fig, path, close=True)
 
 
 # --------------------------------------------------------------------------- runs
