@@ -192,6 +192,20 @@ def read_chapter_record(key: str, profile: str = "book") -> dict:
     return chapter(key).runs.read_record(profile, None if profile == "book" else found)
 
 
+def read_records(profile: str = "book") -> tuple[dict[str, dict], dict[str, str]]:
+    """({chapter: record}, {chapter: why it is missing}). Every chapter must have a book
+    record (they are committed); for other profiles the report covers those that ran."""
+    records, missing = {}, {}
+    for item in CHAPTERS:
+        try:
+            records[item.key] = read_chapter_record(item.key, profile)
+        except FileNotFoundError as error:
+            if profile == "book":
+                raise
+            missing[item.key] = str(error)
+    return records, missing
+
+
 def html_table(rows: list[dict], columns: list[tuple]) -> str:
     """An HTML table of ``rows``; ``columns`` is a list of (header, key, format), where key is a
     dict key or a callable of the row and format a format spec (e.g. ".3f") or None. Missing
@@ -276,11 +290,14 @@ def published_comparison(sims_record: dict) -> list[dict]:
 
 def orderings_agree(rows: list[dict]) -> dict:
     """Whether our measurements order CRN and SIMS as SPADE's do, per metric (higher mIoU
-    and accuracy are better, lower FID / Fréchet is better)."""
+    and accuracy are better, lower FID / Fréchet is better). ``miou_best_output`` compares
+    with CRN's best output slot, the one image per layout a user of CRN would pick."""
     by = {r["method"]: r for r in rows}
     crn, sims = by["crn"], by["sims"]
     return {
         "miou": (crn["spade_miou"] > sims["spade_miou"]) == (crn["fcn_miou"] > sims["fcn_miou"]),
+        "miou_best_output": ((crn["spade_miou"] > sims["spade_miou"])
+                             == (crn["fcn_miou_best_output"] > sims["fcn_miou_best_output"])),
         "pixel_accuracy": ((crn["spade_pixel_accuracy"] > sims["spade_pixel_accuracy"])
                            == (crn["fcn_pixel_accuracy"] > sims["fcn_pixel_accuracy"])),
         "realism": (crn["spade_fid"] > sims["spade_fid"]) == (crn["frechet_distance"] > sims["frechet_distance"]),

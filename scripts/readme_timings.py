@@ -23,12 +23,14 @@ STEPS = [
     ("notebook 03", "`notebooks/03_srn.ipynb`, book profile, top to bottom"),
     ("notebook 04", "`notebooks/04_semantic_analogy.ipynb`, book profile, top to bottom"),
     ("notebook 05", "`notebooks/05_seigan.ipynb`, book profile, top to bottom"),
+    ("notebook 06", "`notebooks/06_report.ipynb`, book profile, top to bottom"),
 ]
 CRN_RECORD = "reports/book/crn/metrics.json"
 SIMS_RECORD = "reports/book/sims/metrics.json"
 SRN_RECORD = "reports/book/srn/metrics.json"
 ANALOGY_RECORD = "reports/book/analogy/metrics.json"
 SEIGAN_RECORD = "reports/book/seigan/metrics.json"
+COMPARISON_RECORD = "reports/book/report/comparison.json"
 
 
 def _commit(run: dict) -> str:
@@ -109,6 +111,13 @@ def table() -> str:
             lines.append(f"| SEIGAN chapter, book profile: train `{name}` ({run['steps']} iterations, "
                          f"{run['threads']} thread{'s' if run['threads'] > 1 else ''}) | "
                          f"{_minutes(run['wall_time_s'])} | `{_commit(run)}` |")
+    comparison_path = ROOT / COMPARISON_RECORD
+    if comparison_path.is_file():
+        comparison = json.loads(comparison_path.read_text())
+        run, settings = comparison["provenance"], comparison["metrics"]["settings"]
+        lines.append(f"| Report, book profile: score {len(settings['methods'])} layout-to-image methods on "
+                     f"{settings['eval_scenes']} held-out layouts (`python -m labkit.report`, {run['threads']} "
+                     f"thread{'s' if run['threads'] > 1 else ''}) | {_minutes(run['wall_time_s'])} | `{_commit(run)}` |")
     rates = speed["metrics"]["scenes_per_second"]
     lines.append("| StreetScenes rendering, one core (`scripts/benchmark_data.py`) | "
                  + ", ".join(f"{rates[k]:g} scenes/s at {k.replace('x', '×')}"
