@@ -329,9 +329,23 @@ def _minutes(segments: list[dict]) -> dict:
     return {"wall_minutes": wall, "cpu_core_minutes": cpu, "gpu_minutes": gpu, "runs": len(segments)}
 
 
+def _process_key(info: dict) -> tuple:
+    """The process a scoring run came from: one command at one commit on one device."""
+    return (info.get("command"), info.get("commit"), str(info.get("device")), info.get("threads"))
+
+
 def chapter_costs(records: dict[str, dict]) -> list[dict]:
-    """Per chapter: wall minutes, CPU core-minutes (wall × threads) and GPU-minutes of its
-    recorded training runs and of its scoring runs, each run counted once."""
+    """Per chapter: the wall minutes, CPU core-minutes (wall × threads) and GPU-minutes of
+    its recorded runs.
+
+    ``training`` sums the training runs' own durations (each run counted once: a record
+    can list the same run under several models). ``scoring`` is the wall time of the
+    processes that scored the models: a scoring provenance's ``wall_time_s`` is the time
+    since that process started, so it includes any training done in the same process,
+    and the models a process scored share its time (the longest one is counted, once per
+    command, commit, device and thread count). The two overlap where a process both trained
+    and scored, so their sum is an upper bound of the chapter's cost.
+    """
     rows = []
     for key, record in records.items():
         training, scoring = [], []
@@ -340,9 +354,13 @@ def chapter_costs(records: dict[str, dict]) -> list[dict]:
         for info in (record.get("runs") or {}).values():
             _training_segments(info, scoring)
         training = list({_segment_key(s): s for s in training}.values())
-        scoring = list({_segment_key(s): s for s in scoring}.values())
+        processes = {}
+        for info in scoring:
+            longest = processes.get(_process_key(info))
+            if longest is None or info["wall_time_s"] > longest["wall_time_s"]:
+                processes[_process_key(info)] = info
         devices = sorted({str(s["device"]) for s in training + scoring})
-        rows.append({"chapter": key, "training": _minutes(training), "scoring": _minutes(scoring),
+        rows.append({"chapter": key, "training": _minutes(training), "scoring": _minutes(list(processes.values())),
                      "devices": devices,
                      "threads": sorted({int(s.get("threads") or 1) for s in training + scoring})})
     return rows

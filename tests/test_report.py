@@ -80,14 +80,17 @@ def test_chapter_costs_count_each_run_once_in_core_and_gpu_minutes():
             "c": {"street5": _run(60, threads=2, when="t1")},    # the same run as "a": counted once
             "d": {"source": "no network"},
         },
-        "runs": {"a": _run(6, threads=2, when="t4")},
+        "runs": {"a": _run(6, threads=2, when="t4", command="score"),
+                 "b": _run(9, threads=2, when="t5", command="score"),   # the same process, later: 9 s in all
+                 "c": _run(3, threads=1, when="t6", command="other")},
     }
     (row,) = report.chapter_costs({"x": record})
     assert row["training"]["runs"] == 3
     assert row["training"]["cpu_core_minutes"] == pytest.approx((60 * 2 + 30) / 60)
     assert row["training"]["gpu_minutes"] == pytest.approx(2.0)
     assert row["training"]["wall_minutes"] == pytest.approx((60 + 30 + 120) / 60)
-    assert row["scoring"]["cpu_core_minutes"] == pytest.approx(0.2)
+    assert row["scoring"]["runs"] == 2
+    assert row["scoring"]["cpu_core_minutes"] == pytest.approx((9 * 2 + 3) / 60)
     assert row["devices"] == ["cpu", "cuda:0"]
 
 
