@@ -27,6 +27,11 @@ from .train import REPO_ROOT, fit, git_commit, setup
 
 JUDGE_PATH = REPO_ROOT / "checkpoints" / "judge.pt"
 JUDGE_WIDTHS = (24, 48, 96, 160)
+# A second, independent judge for the report: other widths, other training scenes (data seed 1
+# instead of the seed 0 every chapter trains on), another batch seed. It never supplies training
+# features, so its scores show how much of a result is the first judge's taste.
+SECOND_JUDGE = {"path": REPO_ROOT / "checkpoints" / "judge_b.pt", "widths": (16, 32, 64, 128), "seed": 1,
+                "data_seed": 1, "steps": 2000, "workdir": REPO_ROOT / "runs" / "judge_b"}
 EVAL_SCENES = 256
 EVAL_SIZES = ((64, 128), (128, 256))
 
@@ -168,19 +173,21 @@ def degrade(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
 
 def train_judge(steps: int = 3000, batch_size: int = 12, scenes: tuple[int, int] = (4000, 1500),
                 lr: float = 2e-3, seed: int = 0, out=JUDGE_PATH, max_minutes: float | None = None,
-                workdir=REPO_ROOT / "runs" / "judge") -> dict:
+                workdir=REPO_ROOT / "runs" / "judge", widths=JUDGE_WIDTHS, data_seed: int = 0) -> dict:
     """Train the judge on StreetScenes' train split at 64×128 and 128×256.
 
     Steps alternate between the two resolutions; horizontal flips double
     the scenes. The final weights go to ``out`` in float16 with their scores.
+    ``data_seed`` picks the procedural scenes (0: the ones every chapter trains on);
+    ``widths`` the encoder widths (see :data:`SECOND_JUDGE`).
     """
     device = setup(seed=seed, threads=None)
     began = time.monotonic()
     config = {"steps": steps, "batch_size": batch_size, "scenes": list(scenes), "lr": lr, "seed": seed,
-              "widths": list(JUDGE_WIDTHS)}
-    small = render_batch((64, 128), scenes[0], "train")
-    large = render_batch((128, 256), scenes[1], "train", start=scenes[0])
-    judge = JudgeNet().to(device)
+              "widths": list(widths), "data_seed": data_seed}
+    small = render_batch((64, 128), scenes[0], "train", seed=data_seed)
+    large = render_batch((128, 256), scenes[1], "train", seed=data_seed, start=scenes[0])
+    judge = JudgeNet(widths=widths).to(device)
     optimizer = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
 
@@ -217,7 +224,7 @@ def train_judge(steps: int = 3000, batch_size: int = 12, scenes: tuple[int, int]
         "model": {k: v.half() if v.is_floating_point() else v for k, v in judge.state_dict().items()},
         "widths": list(judge.widths), "scores": scores, "history": result.history,
         "train": {"steps": steps, "batch_size": batch_size, "scenes": list(scenes), "lr": lr, "seed": seed,
-                  "commit": git_commit(), "wall_time_s": round(wall_time_s, 1),
+                  "data_seed": data_seed, "commit": git_commit(), "wall_time_s": round(wall_time_s, 1),
                   "torch": str(torch.__version__)},
     }
     save_checkpoint(out, state)
@@ -229,14 +236,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m labkit.judge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="retrain the judge and overwrite checkpoints/judge.pt")
-    train.add_argument("--steps", type=int, default=3000)
+    train.add_argument("--steps", type=int, default=None, help="default: 3000 (the second judge: 2000)")
     train.add_argument("--max-minutes", type=float, default=None)
+    train.add_argument("--second", action="store_true",
+                       help="train the report's second judge (SECOND_JUDGE) into checkpoints/judge_b.pt")
     score = sub.add_parser("evaluate", help="score the committed judge on held-out scenes")
     score.add_argument("--record", action="store_true",
                        help="store the scores (and this commit) in checkpoints/judge.pt")
     args = parser.parse_args(argv)
     if args.command == "train":
-        print(train_judge(steps=args.steps, max_minutes=args.max_minutes))
+        if args.second:
+            second = SECOND_JUDGE
+            print(train_judge(steps=args.steps or second["steps"], seed=second["seed"], out=second["path"],
+                              max_minutes=args.max_minutes, workdir=second["workdir"], widths=second["widths"],
+                              data_seed=second["data_seed"]))
+        else:
+            print(train_judge(steps=args.steps or 3000, max_minutes=args.max_minutes))
         return
     setup(threads=None)
     scores = evaluate(load_judge())

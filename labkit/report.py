@@ -610,26 +610,38 @@ def _record_stamps(records: dict) -> dict:
                   "models": (record.get("provenance") or {}).get("models")} for key, record in records.items()}
 
 
+SECOND_JUDGE_KEYS = ("fcn_miou", "fcn_pixel_accuracy", "fcn_miou_best_output", "frechet_distance")
+
+
+def _second_judge_scores(scores: dict) -> dict:
+    return {key: scores[key] for key in SECOND_JUDGE_KEYS if key in scores}
+
+
 def compare_layout_to_image(profile: str = "book", device="cpu", seed: int = 0, out_dir=None,
                             methods=METHODS) -> dict:
     """Score every layout-to-image method on the same held-out layouts; write the record.
 
-    For each method: :func:`labkit.synthesis.evaluate_synthesis` on the first
-    ``eval_scenes`` test layouts at the SIMS profile's size (FCN mIoU and pixel
+    For each method: the scores of :func:`labkit.synthesis.evaluate_synthesis` on the
+    first ``eval_scenes`` test layouts at the SIMS profile's size (FCN mIoU and pixel
     accuracy over all K outputs and for the best output slot, Fréchet distance on
     judge features, diversity among the K outputs), its parameter count, the
     training time its chapter recorded, and the time to synthesise the last
     ``timing_layouts`` of those layouts on this device (SIMS: retrieval,
     transformation, ordering and canvas included; the memory is built
-    beforehand and its build time recorded). Also draws the first
+    beforehand and its build time recorded). When the second judge
+    (:data:`labkit.judge.SECOND_JUDGE`, trained on other scenes and never used as a
+    training feature) is committed, the same outputs are scored by it as well
+    (``second_judge``: FCN mIoU and pixel accuracy, best-slot mIoU, Fréchet distance on
+    its features), the real scenes too. Also draws the first
     ``figure_layouts`` layouts across methods.
     Writes ``<out_dir>/comparison.json`` and ``<out_dir>/comparison.png``.
     """
     from .data import render_batch
+    from .judge import SECOND_JUDGE, load_judge
     from .metrics import _judge
     from .papers import sims
     from .plotting import write_png
-    from .synthesis import evaluate_synthesis, generate, real_scene_scores
+    from .synthesis import generate, real_scene_scores, score_synthesis
 
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -641,8 +653,9 @@ def compare_layout_to_image(profile: str = "book", device="cpu", seed: int = 0, 
     out_dir = Path(out_dir) if out_dir else record_dir_of_comparison(profile)
     records = {key: read_chapter_record(key, profile) for key in ("crn", "sims", "analogy")}
     judge = _judge(None, device)
+    second_judge = load_judge(SECOND_JUDGE["path"], device) if SECOND_JUDGE["path"].is_file() else None
     available, skipped = _methods(profile, settings, device, seed)
-    _, labels = render_batch(settings["size"], settings["eval_scenes"], split="test", seed=seed)
+    real_images, labels = render_batch(settings["size"], settings["eval_scenes"], split="test", seed=seed)
 
     metrics, figure_rows = {}, {}
     for name in methods:
@@ -650,9 +663,13 @@ def compare_layout_to_image(profile: str = "book", device="cpu", seed: int = 0, 
             metrics[name] = {"applies": False, "note": skipped.get(name, "not available")}
             continue
         method = available[name]
-        scores = evaluate_synthesis(method.sample, settings["size"], settings["eval_scenes"], judge=judge,
-                                    device=device, seed=seed)
+        outputs = generate(method.sample, labels, device=device)
+        scores = score_synthesis(outputs, labels, real_images, judge=judge, device=device)
         scores.pop("per_class_iou", None)
+        if second_judge is not None:
+            scores["second_judge"] = _second_judge_scores(
+                score_synthesis(outputs, labels, real_images, judge=second_judge, device=device))
+        del outputs
         metrics[name] = {**scores, "parameters": method.parameters, "applies": True, "note": method.note,
                          "trained_in_chapter": method.chapter, "training": _training_minutes(records, method),
                          **_time_per_image(method, labels[-settings["timing_layouts"]:], device)}
@@ -661,11 +678,17 @@ def compare_layout_to_image(profile: str = "book", device="cpu", seed: int = 0, 
         figure_rows[name] = generate(method.sample, labels[:settings["figure_layouts"]], device=device)[
             :, scores["best_output"]]
     reference = real_scene_scores(settings["size"], settings["eval_scenes"], judge=judge, seed=seed)
+    if second_judge is not None:
+        reference["second_judge"] = _second_judge_scores(
+            real_scene_scores(settings["size"], settings["eval_scenes"], judge=second_judge, seed=seed))
     real, _ = render_batch(settings["size"], settings["figure_layouts"], split="test", seed=seed)
     write_png(comparison_figure(labels[:settings["figure_layouts"]], figure_rows, real),
               out_dir / "comparison.png", dpi=100, close=True)
     result = {"settings": {**settings, "size": list(settings["size"]), "seed": seed, "methods": list(methods)},
               "metrics": metrics, "reference": {"real_scenes": reference}, "figure": "comparison.png",
+              "second_judge": None if second_judge is None else {
+                  "source": second_judge.source, "widths": list(second_judge.widths),
+                  "scores": second_judge.scores},
               "chapter_records": _record_stamps(records)}
     write_metrics(out_dir / "comparison.json", result,
                   provenance(profile, seed, device, wall_time_s=time.perf_counter() - began,

@@ -117,10 +117,20 @@ def evaluate_synthesis(sample: Callable[[torch.Tensor], torch.Tensor], size, cou
       deterministic output has no diversity). Untrained outputs differ from
       the trained ones too, so read it next to ``fcn_miou_per_output``.
     """
-    from .metrics import _judge, confusion_matrix, scores_from_confusion
-
     real, labels = render_batch(size, count, split="test", seed=seed)
     outputs = generate(sample, labels, device=device)
+    return score_synthesis(outputs, labels, real, judge=judge, device=device, diversity_layouts=diversity_layouts)
+
+
+def score_synthesis(outputs: torch.Tensor, labels: torch.Tensor, real: torch.Tensor, judge=None, device="cpu",
+                    diversity_layouts: int = 16) -> dict:
+    """The scores of :func:`evaluate_synthesis` for generated ``outputs`` (N, K, 3, H, W) of the
+    layouts ``labels`` (N, H, W), against the real images ``real`` (N, 3, H, W) of those layouts.
+    Scoring already generated outputs with another ``judge`` needs no second generation."""
+    from .metrics import _judge, confusion_matrix, scores_from_confusion
+
+    if outputs.dim() != 5 or outputs.shape[0] != len(labels) or outputs.shape[-2:] != labels.shape[-2:]:
+        raise ValueError(f"outputs must be (N, K, 3, H, W) for {tuple(labels.shape)} labels, got {tuple(outputs.shape)}")
     n, k = outputs.shape[:2]
     judge = _judge(judge, device)
     confusions = []

@@ -45,3 +45,22 @@ def test_corrupt_or_foreign_judge_file_is_a_clear_error(tmp_path):
         load_judge(foreign)
     with pytest.raises(FileNotFoundError, match="make judge"):
         load_judge(tmp_path / "absent.pt")
+
+
+def test_second_judge_is_independent_of_the_first_and_scores_real_scenes_well():
+    """The report's second judge: other widths, other training scenes, and good enough to judge."""
+    from labkit.data import render_batch
+    from labkit.judge import JUDGE_WIDTHS, SECOND_JUDGE
+
+    assert SECOND_JUDGE["path"].is_file(), "train it with `python -m labkit.judge train --second`"
+    second, first = load_judge(SECOND_JUDGE["path"]), load_judge()
+    assert tuple(second.widths) == tuple(SECOND_JUDGE["widths"]) != tuple(JUDGE_WIDTHS)
+    state = torch.load(SECOND_JUDGE["path"], weights_only=True)
+    assert state["train"]["data_seed"] == SECOND_JUDGE["data_seed"] != 0
+    # data seed 1 renders other scenes than the seed-0 scenes every chapter (and the first judge) trains on
+    other, _ = render_batch((64, 128), 4, "train", seed=SECOND_JUDGE["data_seed"])
+    chapters, _ = render_batch((64, 128), 4, "train", seed=0)
+    assert not torch.equal(other, chapters)
+    for size, s in state["scores"].items():
+        assert s["miou"] >= 0.8 and s["pixel_accuracy"] >= 0.95, (size, s)
+    assert second.source != first.source

@@ -92,3 +92,13 @@ def test_images_with_nan_or_mismatched_pairs_are_rejected(real):
 def test_fewer_samples_than_dimensions_warns():
     with pytest.warns(UserWarning, match="singular"):
         metrics.frechet_distance_from_embeddings(torch.randn(10, 20), torch.randn(10, 20))
+
+
+def test_score_synthesis_checks_the_outputs_shape():
+    from labkit.synthesis import score_synthesis
+
+    labels = torch.zeros(2, 64, 128, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"\(N, K, 3, H, W\)"):
+        score_synthesis(torch.rand(2, 3, 64, 128), labels, torch.rand(2, 3, 64, 128))
+    with pytest.raises(ValueError, match=r"\(N, K, 3, H, W\)"):
+        score_synthesis(torch.rand(3, 1, 3, 64, 128), labels, torch.rand(2, 3, 64, 128))

@@ -176,3 +176,19 @@ def test_full_run_status_lists_every_chapter():
     for row in rows:
         recorded = any((f / "metrics.json").is_file() for f in report.chapter_record_dirs(row["chapter"], "full"))
         assert row["status"] == ("recorded" if recorded else "not run")
+
+
+def test_committed_comparison_is_scored_by_the_second_judge_too(comparison):
+    from labkit.judge import SECOND_JUDGE
+
+    info = comparison["metrics"]["second_judge"]
+    assert info["source"] == str(SECOND_JUDGE["path"].relative_to(REPO_ROOT))
+    for name in report.METHODS:
+        second = comparison["metrics"]["metrics"][name]["second_judge"]
+        assert set(second) == set(report.SECOND_JUDGE_KEYS)
+        assert 0 < second["fcn_miou"] <= 1 and second["frechet_distance"] > 0
+    # on the real test scenes the second judge scores what its own held-out evaluation says
+    real = comparison["metrics"]["reference"]["real_scenes"]["second_judge"]
+    size = "x".join(map(str, comparison["metrics"]["settings"]["size"]))
+    own = next(v for k, v in info["scores"].items() if k.replace("×", "x") == size)
+    assert real["fcn_miou"] == pytest.approx(own["miou"], abs=0.03)
