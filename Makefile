@@ -2,6 +2,8 @@
 #
 #   make test   unit tests, then every notebook re-executed and compared (nbval)
 #   make book   execute every notebook and build the offline HTML book
+#   make browser  install Debian's chromium for the book's browser test (root, apt)
+#   make check-book  open every page of the built book in headless Chromium, offline
 #   make lab    JupyterLab in the course environment
 #   make judge  the labkit judge (python -m labkit.judge train)
 #   make clean  remove build outputs and caches (keeps .venv and runs/)
@@ -32,7 +34,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 PYTEST    := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: help .venv test book vendor lab judge clean
+.PHONY: help .venv test book vendor browser check-book lab judge clean
 
 # help: list the targets.
 help:
@@ -51,6 +53,9 @@ $(STAMP): requirements.lock pyproject.toml
 
 # test: unit tests, then nbval re-executes each notebook in its default
 # profile and compares outputs (tests/nbval_sanitize.cfg blanks run-dependent text).
+# The unit tests include tests/test_book.py, which builds the book (a few
+# minutes) and opens every page in headless Chromium (skipped without chromium:
+# `make browser`).
 test: $(STAMP)
 	MPLBACKEND=Agg $(PYTEST) tests
 ifeq ($(strip $(NOTEBOOKS)),)
@@ -70,6 +75,21 @@ vendor:
 book: $(STAMP) vendor
 	$(BIN)/jupyter-book build . --all --warningiserror --keep-going
 	$(BIN)/python scripts/check_offline_html.py _build/html
+
+# browser: Debian's chromium, which tests/test_book.py drives headless (the
+# test is skipped without it). Installed only if missing; needs root and apt.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium; then \
+	    echo "chromium: $$(command -v chromium || echo /usr/bin/chromium)"; \
+	else \
+	    apt-get update && apt-get install -y --no-install-recommends chromium; \
+	fi
+
+# check-book: every page of _build/html in headless Chromium with the network
+# off (figures, widgets, no remote request); screenshots in _build/screenshots.
+# Run it after `make book`; `make test` runs the same check after building.
+check-book: $(STAMP)
+	$(BIN)/python scripts/browser_check.py --html _build/html --screenshots _build/screenshots
 
 # lab: JupyterLab on the course environment (open the URL it prints).
 lab: $(STAMP)
