@@ -55,6 +55,11 @@ def table() -> str:
     judge = torch.load(ROOT / "checkpoints/judge.pt", weights_only=True)["train"]
     lines.append(f"| `make judge`: retrain the judge ({judge['steps']} steps) | "
                  f"{_minutes(judge['wall_time_s'])} | `{judge['commit'][:7]}` |")
+    second_path = ROOT / "checkpoints/judge_b.pt"
+    if second_path.is_file():
+        second = torch.load(second_path, weights_only=True)["train"]
+        lines.append(f"| `python -m labkit.judge train --second`: the report's second judge ({second['steps']} steps) | "
+                     f"{_minutes(second['wall_time_s'])} | `{second['commit'][:7]}` |")
     crn_path = ROOT / CRN_RECORD
     if crn_path.is_file():
         crn = json.loads(crn_path.read_text())
