@@ -588,9 +588,12 @@ def _training_minutes(records: dict, method: Method) -> dict:
 def _time_per_image(method: Method, labels: torch.Tensor, device) -> dict:
     """Seconds per layout and per output image on ``labels``, after one warm-up call
     (then ``method.reset``, so SIMS retrieves and builds every timed canvas afresh)."""
+    import os
+
     from .synthesis import generate
 
     generate(method.sample, labels[:1], device=device)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if method.reset is not None:
         method.reset()
     if device.type == "cuda":
@@ -601,7 +604,10 @@ def _time_per_image(method: Method, labels: torch.Tensor, device) -> dict:
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - began
     return {"seconds_per_layout": seconds / len(labels), "seconds_per_image": seconds / (len(labels) * outputs.shape[1]),
-            "timed_layouts": len(labels), "timing_threads": torch.get_num_threads()}
+            "timed_layouts": len(labels), "timing_threads": torch.get_num_threads(),
+            # the 1-minute load average before and after: above the thread count, other work shared the CPU
+            "timing_load_average": None if load_before is None else [round(load_before, 2),
+                                                                    round(os.getloadavg()[0], 2)]}
 
 
 def _record_stamps(records: dict) -> dict:
