@@ -27,6 +27,12 @@ For each size, ``--repeats`` passes over the whole query batch are timed
 reported, as ms per query layout and ms per component. The top-k of the first
 components is checked against ``sims.retrieve_loop`` at every size.
 
+Threads: one by default. A query's work is small (a gather over the
+candidates' grid cells), and with two intra-op threads on a 2-core CPU whose
+other core is busy, each op waits for the busy core: in a check on this
+course's machine under another process' load, 1,000 segments took ~0.6 ms per
+component with one thread and ~50 ms with two.
+
 The curve goes to ``reports/benchmarks/sims_retrieval_<device type>.json``
 (atomically via ``labkit.train.write_metrics``, with provenance and the load
 average before and after), and a table is printed.
@@ -195,7 +201,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per size; the median is reported")
     parser.add_argument("--score", default="mask+context", choices=RETRIEVAL_SCORES)
     parser.add_argument("--top-k", type=int, default=None, help="default: the profile's top_k")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (torch.set_num_threads; default 1, see the module docstring)")
     parser.add_argument("--note", default=None, help="free text kept with the result (e.g. 'shared CPU')")
     parser.add_argument("--out", default=None, help="default: reports/benchmarks/sims_retrieval_<device type>.json")
     args = parser.parse_args(argv)

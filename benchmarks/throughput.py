@@ -557,6 +557,17 @@ def time_mode(chapter: str, mode: str, settings: dict, device, steps: int, warmu
     return time_workload(workload, mode, device, steps, warmup, repeats), describe(workload)
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), else None."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -678,7 +689,7 @@ def main(argv=None, parser: argparse.ArgumentParser | None = None, out_for: Call
     metrics = {
         "profile": args.profile, "device_type": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(), "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "modes_run": modes,
         "data": "pre-rendered batches on the device (rendering not timed)",
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
