@@ -56,9 +56,11 @@ afresh from the same seed, so all modes start from the same initial weights
   ``labkit.train.fit`` does on CUDA), channels_last networks and batches;
 - ``bf16_channels_last_compile``: the same with ``torch.compile`` (in place,
   ``nn.Module.compile``) on the networks each chapter lists in
-  ``compiled_networks``. SRN's critics stay eager: their gradient penalty needs
-  a double backward, which compiled graphs do not support. A failed
-  compilation (or bf16 kernel) skips its mode and records the error.
+  ``compiled_networks``. SRN's critics stay eager (their gradient penalty needs
+  a double backward, which compiled graphs do not support), and so does the
+  analogy discriminator (its spectral norm updates its power-iteration vectors
+  in place at every call; compiled, the generator's backward then fails). A
+  failed compilation (or bf16 kernel) skips its mode and records the error.
 
 Default modes: all three on CUDA, the first two elsewhere. Each mode runs
 ``--warmup`` steps (compiled: at least 3 and two cycles; the compilation happens
@@ -81,8 +83,9 @@ table), for every mode; on a CPU it is null ("no peak table for CPUs").
 Results go to ``reports/benchmarks/throughput_<device type>.json`` for
 ``--chapter all`` and ``throughput_<chapter>_<device type>.json`` for one
 chapter (atomically via ``labkit.train.write_metrics``, with provenance), with
-the load average before and after each chapter and the whole run, and a table
-is printed.
+the load average before and after each chapter and the whole run; the file is
+rewritten after each chapter (``"finished": false`` until the last), so a run
+cut short keeps what it measured. A table is printed at the end.
 """
 from __future__ import annotations
 
@@ -316,7 +319,9 @@ def build_analogy(settings, device, channels_last=False, compiled=False) -> Work
         ("generator", trainer.generator.parameters(), "generator_lr"),
         ("discriminator", trainer.discriminator.parameters(), "discriminator_lr"),
         ("segmenter", trainer.segmenter.parameters(), "generator_lr"))}
-    _compile([trainer.generator, trainer.discriminator, trainer.segmenter], compiled)
+    # D stays eager: its spectral norm updates the power-iteration vectors in place at every call, and a
+    # compiled D saves them for its backward by reference (the generator's backward then fails)
+    _compile([trainer.generator, trainer.segmenter], compiled)
 
     def loss(step):
         return trainer.iteration_loss(step, optimizers["discriminator"], optimizers["segmenter"])[0]
@@ -330,7 +335,7 @@ def build_analogy(settings, device, channels_last=False, compiled=False) -> Work
                     parameters={"generator": count_parameters(trainer.generator),
                                 "discriminator": count_parameters(trainer.discriminator),
                                 "segmenter": count_parameters(trainer.segmenter)},
-                    features=features.describe(), compiled=["generator", "discriminator", "segmenter"],
+                    features=features.describe(), compiled=["generator", "segmenter"],
                     modules=[trainer])
 
 
@@ -681,25 +686,31 @@ def main(argv=None, parser: argparse.ArgumentParser | None = None, out_for: Call
     device = setup(seed=SEED, threads=args.threads, device=args.device)
     modes = args.modes or default_modes(device)
     began, load_before = time.perf_counter(), load_average()
+    out = Path(args.out) if args.out else (out_for or default_out)(args.chapter, device)
     results = {}
-    for chapter in chapters:
+
+    def write(finished: bool):
+        metrics = {
+            "profile": args.profile, "device_type": device.type,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "cpu_model": cpu_model(), "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "modes_run": modes,
+            "data": "pre-rendered batches on the device (rendering not timed)",
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "load_average_before": load_before, "load_average_after": load_average(), "note": args.note,
+            "finished": finished, "chapters": results,
+        }
+        info = provenance(args.profile, SEED, device, wall_time_s=time.perf_counter() - began, benchmark=benchmark,
+                          argv=list(sys.argv[1:] if argv is None else argv))
+        return write_metrics(out, metrics, info), metrics
+
+    for chapter in chapters:   # the file is rewritten after each chapter, so a killed run keeps what it measured
         print(f"{chapter}: {', '.join(modes)} …", flush=True)
         results[chapter] = benchmark_chapter(chapter, settings[chapter], device, modes, args.steps, args.warmup,
                                              args.repeats, flops=not args.no_flops)
-    metrics = {
-        "profile": args.profile, "device_type": device.type,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu_model": cpu_model(), "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "modes_run": modes,
-        "data": "pre-rendered batches on the device (rendering not timed)",
-        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        "load_average_before": load_before, "load_average_after": load_average(), "note": args.note,
-        "chapters": results,
-    }
-    out = Path(args.out) if args.out else (out_for or default_out)(args.chapter, device)
-    path = write_metrics(out, metrics, provenance(args.profile, SEED, device, wall_time_s=time.perf_counter() - began,
-                                                  benchmark=benchmark,
-                                                  argv=list(sys.argv[1:] if argv is None else argv)))
+        if chapter != chapters[-1]:
+            write(finished=False)
+    path, metrics = write(finished=True)
     print(f"{args.profile} profile on {device} ({torch.get_num_threads()} threads), median of {args.repeats} "
           f"repeats; load average {load_before} → {metrics['load_average_after']}")
     print(table(results))
