@@ -1,7 +1,7 @@
 """Training throughput of each chapter's main model: images/s, FLOPs and MFU, mode by mode.
 
-On a GPU (all three modes, with MFU; roughly 10–20 minutes for all chapters at
-the full profile, much of it ``torch.compile``'s warm-up)::
+On a GPU (all three modes, with MFU; not run on a GPU yet: an estimate of 10–20
+minutes for all chapters at the full profile, much of it ``torch.compile``'s warm-up)::
 
     python benchmarks/throughput.py --chapter all --profile full --device cuda
 
