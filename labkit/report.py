@@ -409,9 +409,14 @@ def _benchmark_files(pattern: str, folder=None) -> list[Path]:
 
 def throughput_rows(folder=None) -> list[dict]:
     """One row per (benchmark file, chapter, mode) of the training-throughput benchmarks
-    (``benchmarks/throughput.py``; ``crn_throughput.py`` files count as chapter crn)."""
+    (``benchmarks/throughput.py``). A ``crn_throughput_<device>.json`` file counts as chapter
+    crn, unless ``throughput_<device>.json`` (every chapter, that device) is there too."""
     rows = []
-    for path in _benchmark_files("*throughput_*.json", folder):
+    files = _benchmark_files("*throughput_*.json", folder)
+    names = {path.name for path in files}
+    for path in files:
+        if path.name.startswith("crn_throughput_") and path.name.removeprefix("crn_") in names:
+            continue   # the older CRN-only file, superseded by the all-chapter run on that device
         record = read_json(path)
         metrics, info = record["metrics"], record.get("provenance", {})
         chapters = metrics.get("chapters") or {path.stem.split("_throughput")[0] or "crn": metrics}
@@ -443,10 +448,13 @@ def benchmark_sources(folder=None) -> list[str]:
     for path in _benchmark_files("*.json", folder):
         if path.name == "timings.json":
             continue
-        info = read_json(path).get("provenance", {})
+        record = read_json(path)
+        info, metrics = record.get("provenance", {}), record.get("metrics", {})
+        load = (metrics.get("load_average_before"), metrics.get("load_average_after"))
         lines.append(f"{path.name}: commit {str(info.get('commit', '?'))[:7]}, {info.get('device', '?')} "
                      f"({info.get('device_name', '?')}), {info.get('threads', '?')} threads, "
-                     f"finished {info.get('finished_at', '?')}")
+                     f"finished {info.get('finished_at', '?')}"
+                     + (f", 1-minute load average {load[0][0]} before and {load[1][0]} after" if all(load) else ""))
     return lines
 
 
@@ -737,6 +745,41 @@ def read_comparison(profile: str = "book", out_dir=None) -> dict:
     return record
 
 
+TIMING_KEYS = ("seconds_per_layout", "seconds_per_image", "timed_layouts", "timing_threads", "timing_load_average")
+
+
+def retime_comparison(profile: str = "book", device="cpu", seed: int = 0, out_dir=None) -> dict:
+    """Measure the time per image of every method again, keeping the recorded scores.
+
+    Timing is the one part of the comparison that depends on what else the machine is
+    doing; this reruns only that part (the SIMS memory is rebuilt first, its build time
+    recorded again) and writes the new timings, with their own provenance under
+    ``timing_provenance``, into ``<out_dir>/comparison.json``.
+    """
+    from .checkpoints import write_json
+    from .data import render_batch
+    from .papers import sims
+
+    device = torch.device(device)
+    folder = Path(out_dir) if out_dir else record_dir_of_comparison(profile)
+    record = read_comparison(profile, out_dir=folder)
+    settings = {**select_profile(COMPARISON_PROFILES, profile),
+                "size": tuple(select_profile(sims.PROFILES, profile)["size"])}
+    began = time.perf_counter()
+    available, _ = _methods(profile, settings, device, seed)
+    _, labels = render_batch(settings["size"], settings["eval_scenes"], split="test", seed=seed)
+    for name, scores in record["metrics"]["metrics"].items():
+        if scores.get("applies") and name in available:
+            method = available[name]
+            scores.update(_time_per_image(method, labels[-settings["timing_layouts"]:], device))
+            if method.memory_build_seconds is not None:
+                scores["memory_build_seconds"] = method.memory_build_seconds
+    record["timing_provenance"] = provenance(profile, seed, device, wall_time_s=time.perf_counter() - began,
+                                             command=f"python -m labkit.report --profile {profile} --timing-only")
+    write_json(folder / "comparison.json", record)
+    return record
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -750,9 +793,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default=None, help="default: reports/<profile>/report/")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--timing-only", action="store_true",
+                        help="measure the time per image again (on a quiet machine), keeping the recorded scores")
     args = parser.parse_args(argv)
     device = setup(seed=args.seed, threads=args.threads, device=args.device)
-    record = compare_layout_to_image(args.profile, device, args.seed, args.out_dir, args.methods)
+    if args.timing_only:
+        record = retime_comparison(args.profile, device, args.seed, args.out_dir)
+    else:
+        record = compare_layout_to_image(args.profile, device, args.seed, args.out_dir, args.methods)
     for name, scores in record["metrics"]["metrics"].items():
         if scores.get("applies"):
             print(f"{name:<12} FCN-mIoU {scores['fcn_miou']:.3f} (best output {scores['fcn_miou_best_output']:.3f})  "

@@ -168,6 +168,11 @@ def test_benchmark_readers_take_the_recorded_files(tmp_path):
     assert report.retrieval_curve(tmp_path) == {"cpu": [{"memory_segments": 100, "ms_per_query": 1.0},
                                                         {"memory_segments": 1000, "ms_per_query": 4.0}]}
     assert len(report.benchmark_sources(tmp_path)) == 2
+    # an older CRN-only file of the same device is superseded by the all-chapter one
+    write_metrics(tmp_path / "crn_throughput_cpu.json", {"modes": {"fp32_eager": {"images_per_s": 1.0}}}, {})
+    assert {r["chapter"] for r in report.throughput_rows(tmp_path)} == {"srn"}
+    write_metrics(tmp_path / "crn_throughput_cuda.json", {"modes": {"fp32_eager": {"images_per_s": 2.0}}}, {})
+    assert {(r["chapter"], r["file"]) for r in report.throughput_rows(tmp_path)} >= {("crn", "crn_throughput_cuda.json")}
 
 
 def test_full_run_status_lists_every_chapter():
