@@ -193,13 +193,14 @@ def read_chapter_record(key: str, profile: str = "book") -> dict:
 
 
 def read_records(profile: str = "book") -> tuple[dict[str, dict], dict[str, str]]:
-    """({chapter: record}, {chapter: why it is missing}). Every chapter must have a book
-    record (they are committed); for other profiles the report covers those that ran."""
+    """({chapter: record}, {chapter: why it is left out}). Every chapter must have a complete
+    book record (they are committed); for other profiles the report covers the chapters whose
+    record is complete, and says of the others what is missing, stale or unfinished."""
     records, missing = {}, {}
     for item in CHAPTERS:
         try:
             records[item.key] = read_chapter_record(item.key, profile)
-        except FileNotFoundError as error:
+        except (FileNotFoundError, ValueError) as error:
             if profile == "book":
                 raise
             missing[item.key] = str(error)

@@ -197,3 +197,14 @@ def test_committed_comparison_is_scored_by_the_second_judge_too(comparison):
     size = "x".join(map(str, comparison["metrics"]["settings"]["size"]))
     own = next(v for k, v in info["scores"].items() if k.replace("×", "x") == size)
     assert real["fcn_miou"] == pytest.approx(own["miou"], abs=0.03)
+
+
+def test_other_profiles_report_the_complete_records_and_say_why_others_are_left_out(monkeypatch, tmp_path):
+    monkeypatch.setattr(report, "REPO_ROOT", tmp_path)   # no full records anywhere
+    records, missing = report.read_records("full")
+    assert records == {} and set(missing) == {c.key for c in report.CHAPTERS}
+    assert "labkit reproduce --profile full crn" in missing["crn"]
+    (tmp_path / "reports" / "full" / "srn").mkdir(parents=True)
+    write_json(tmp_path / "reports" / "full" / "srn" / "metrics.json", {"metrics": {}})   # incomplete
+    records, missing = report.read_records("full")
+    assert "srn" not in records and "has no record of" in missing["srn"]
