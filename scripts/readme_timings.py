@@ -17,6 +17,7 @@ START, END = "<!-- timings:start -->", "<!-- timings:end -->"
 STEPS = [
     ("make test (fresh clone)", "`make test` from a fresh clone: create `.venv`, install the pins, unit tests, nbval"),
     ("make book", "`make book` after that: execute every notebook, build `_build/html`"),
+    ("make check-book", "`make check-book` after that: every page in headless Chromium, offline, with screenshots"),
     ("notebook 00", "`notebooks/00_data_and_evaluation.ipynb`, book profile, top to bottom"),
     ("notebook 01", "`notebooks/01_crn.ipynb`, book profile, top to bottom"),
     ("notebook 02", "`notebooks/02_sims.ipynb`, book profile, top to bottom"),
