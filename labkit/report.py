@@ -79,6 +79,19 @@ VERDICTS = {
     "not measured": "not measured",
 }
 
+# Published measurements quoted beside ours. SPADE (Park et al., CVPR 2019), Table 1,
+# re-measured CRN and SIMS on Cityscapes with a DRN segmenter (mIoU, pixel accuracy,
+# %) and FID on Inception features. Source: ../shared/reference/papers.md.
+PUBLISHED = {
+    "source": "SPADE (Park et al., CVPR 2019), Table 1, Cityscapes",
+    "methods": {
+        "crn": {"miou": 52.4, "pixel_accuracy": 77.1, "fid": 104.7},
+        "sims": {"miou": 47.2, "pixel_accuracy": 75.5, "fid": 49.7},
+    },
+    "notes": "SIMS's pixel accuracy could not be verified against SPADE's own table (papers.md marks it ⚠)",
+}
+
+
 # What each paper offered as evidence for the claim a chapter tests, keyed by the
 # chapter's claim text (``<chapter>_runs.claims``). Most papers argue with user
 # studies and figures; numbers are quoted only where ../shared/reference/papers.md
@@ -87,7 +100,7 @@ PAPER_EVIDENCE = {
     "crn": {
         "Feature matching without an adversarial loss yields recognisable layouts":
             "Photographic 256p–1024p Cityscapes results from a VGG19 feature-matching loss alone, no GAN; "
-            "SPADE later measured FCN mIoU 52.4 on Cityscapes",
+            f"SPADE later measured FCN mIoU {PUBLISHED['methods']['crn']['miou']} on Cityscapes",
         "The cascade beats a single-scale network of similar size":
             "MTurk comparisons against an encoder–decoder and a full-resolution network (CRN preferred)",
         "The diversity loss gives distinct samples without losing fidelity":
@@ -97,9 +110,11 @@ PAPER_EVIDENCE = {
     },
     "sims": {
         "SIMS is more realistic than CRN (SPADE on Cityscapes: FID 49.7 vs 104.7)":
-            "MTurk preference over CRN and pix2pix; SPADE's Cityscapes FID 49.7 (SIMS) vs 104.7 (CRN)",
+            "MTurk preference over CRN and pix2pix; SPADE's Cityscapes FID "
+            f"{PUBLISHED['methods']['sims']['fid']} (SIMS) vs {PUBLISHED['methods']['crn']['fid']} (CRN)",
         "…but less faithful to the layout (SPADE: mIoU 47.2 vs 52.4)":
-            "SPADE's Cityscapes mIoU 47.2 (SIMS) vs 52.4 (CRN); the official README: outputs cannot "
+            f"SPADE's Cityscapes mIoU {PUBLISHED['methods']['sims']['miou']} (SIMS) vs "
+            f"{PUBLISHED['methods']['crn']['miou']} (CRN); the official README: outputs cannot "
             "guarantee to match the layout exactly",
         "The synthesis network is needed: the canvas alone is not an image":
             "Figures of canvases (holes, seams) next to the synthesised images",
@@ -154,19 +169,6 @@ PAPER_EVIDENCE = {
             "Ablation without the identity loss (arXiv §4)",
     },
 }
-
-# Published measurements quoted beside ours. SPADE (Park et al., CVPR 2019), Table 1,
-# re-measured CRN and SIMS on Cityscapes with a DRN segmenter (mIoU, pixel accuracy,
-# %) and FID on Inception features. Source: ../shared/reference/papers.md.
-PUBLISHED = {
-    "source": "SPADE (Park et al., CVPR 2019), Table 1, Cityscapes",
-    "methods": {
-        "crn": {"miou": 52.4, "pixel_accuracy": 77.1, "fid": 104.7},
-        "sims": {"miou": 47.2, "pixel_accuracy": 75.5, "fid": 49.7},
-    },
-    "notes": "SIMS's pixel accuracy could not be verified against SPADE's own table (papers.md marks it ⚠)",
-}
-
 
 def chapter_record_dirs(key: str, profile: str) -> list[Path]:
     """Where a chapter's record of ``profile`` may be, in order: the committed book record
@@ -369,6 +371,7 @@ def chapter_costs(records: dict[str, dict]) -> list[dict]:
 
 def environment(device="cpu") -> dict:
     """Versions of what the report depends on, the device and the commit of this process."""
+    import os
     import platform
     from importlib import metadata
 
@@ -382,8 +385,6 @@ def environment(device="cpu") -> dict:
         except metadata.PackageNotFoundError:
             versions[package] = None
     device = torch.device(device)
-    import os
-
     return {"versions": versions, "commit": git_commit(), "device": str(device),
             "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
                             else platform.processor() or platform.machine()),

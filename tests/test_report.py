@@ -208,3 +208,14 @@ def test_other_profiles_report_the_complete_records_and_say_why_others_are_left_
     write_json(tmp_path / "reports" / "full" / "srn" / "metrics.json", {"metrics": {}})   # incomplete
     records, missing = report.read_records("full")
     assert "srn" not in records and "has no record of" in missing["srn"]
+
+
+def test_each_chapter_labels_the_claims_section_the_report_links_to():
+    import json
+
+    for item in report.CHAPTERS:
+        cells = json.loads((REPO_ROOT / "notebooks" / f"{item.notebook}.ipynb").read_text())["cells"]
+        sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+        assert any(f"({item.label})=\n## {item.claims_section}" in text for text in sources), item.key
+        report_sources = json.loads((REPO_ROOT / "notebooks" / "06_report.ipynb").read_text())["cells"]
+        assert any(f"{{ref}}`{item.label}`" in "".join(c["source"]) for c in report_sources), item.key
