@@ -50,26 +50,47 @@ def choose_device(name: str = "auto") -> torch.device:
     return device
 
 
+THREADS_ENV = "LABKIT_THREADS"
+
+
 def setup(seed: int = 0, threads: int | None = 2, device: str = "auto", deterministic: bool = True) -> torch.device:
     """The one setup call of every notebook and script.
 
     Seeds Python, NumPy and torch; fixes the CPU thread count (results of
     float reductions depend on it); asks torch for deterministic kernels;
     returns the chosen device.
+
+    ``seed`` is an integer in [0, 2**32 - 1]; ``threads`` a positive integer
+    or ``None`` (leave torch's count alone). The environment variable
+    ``LABKIT_THREADS`` overrides ``threads`` for a whole process tree: the
+    portability check (``scripts/check_notebooks_portable.sh``) runs every
+    notebook at 1 and at 2 threads this way, and a machine with more cores can
+    use them without editing a notebook.
     """
     global _SETUP_AT, _SETUP_COMMIT
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {seed!r}")
+    from_env = os.environ.get(THREADS_ENV, "").strip()
+    if from_env:
+        if not from_env.isdigit() or int(from_env) < 1:
+            raise ValueError(f"environment variable {THREADS_ENV} must be a positive integer, got {from_env!r}")
+        threads = int(from_env)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+                                or int(threads) < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    device = choose_device(device)
     _SETUP_AT = time.monotonic()
     _SETUP_COMMIT = git_commit()   # the code this process runs, even if HEAD moves during a long run
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    random.seed(int(seed))
+    np.random.seed(int(seed))
+    torch.manual_seed(int(seed))
     if threads is not None:
         torch.set_num_threads(int(threads))
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    return choose_device(device)
+    return device
 
 
 def select_profile(profiles: dict[str, dict], name: str) -> dict:
