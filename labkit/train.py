@@ -9,6 +9,7 @@ uninterrupted run would have seen.
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import random
@@ -158,13 +159,87 @@ def run_argument_parser(module: str, description: str, profiles: dict, chapter: 
 
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     parser.add_argument("--profile", default="book", choices=sorted(profiles))
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--max-minutes", type=float, default=None, help=budget_help)
+    parser.add_argument("--device", default="auto", type=argparse_device,
+                        help="auto, cpu, cuda, cuda:N or mps (must exist here)")
+    parser.add_argument("--max-minutes", type=argparse_minutes, default=None, help=budget_help)
     parser.add_argument("--run-dir", default=None, help=f"default: reports/<profile>/{chapter}/")
     parser.add_argument("--export", action="store_true", help=export_help)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=argparse_positive_int, default=2)
+    parser.add_argument("--seed", type=argparse_seed, default=0)
+    parser.add_argument("--restart", action=_RestartAction,
+                        help="set the existing training checkpoints aside (renamed, not deleted) and train from step 0")
     return parser
+
+
+def _restart_action():
+    import argparse
+
+    class RestartAction(argparse.Action):
+        """``--restart``: sets LABKIT_RESTART=1 as it is parsed, so every run module honours it."""
+
+        def __init__(self, option_strings, dest, **kwargs):
+            super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            os.environ[RESTART_ENV] = "1"
+            setattr(namespace, self.dest, True)
+
+    return RestartAction
+
+
+def _argparse_type(check, name: str):
+    """Wrap a labkit check as an argparse ``type``: a bad value is a usage error (exit 2)."""
+    import argparse
+
+    def convert(text: str):
+        try:
+            return check(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = name   # argparse names the type in its message
+    return convert
+
+
+def _parse_int(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    from .checks import check_positive_int
+
+    return check_positive_int(_parse_int(text, "--threads"), "--threads")
+
+
+def _seed(text: str) -> int:
+    from .checks import check_seed
+
+    return check_seed(_parse_int(text, "--seed"), "--seed")
+
+
+def _minutes(text: str) -> float:
+    from .checks import check_number
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--max-minutes must be a number of minutes ≥ 0, got {text!r}") from None
+    return check_number(value, "--max-minutes", minimum=0.0)
+
+
+def _device(text: str) -> str:
+    choose_device(text)   # refuses a device that does not exist here
+    return text
+
+
+_RestartAction = _restart_action()
+argparse_positive_int = _argparse_type(_positive_int, "positive integer")
+argparse_seed = _argparse_type(_seed, "seed")
+argparse_minutes = _argparse_type(_minutes, "minutes")
+argparse_device = _argparse_type(_device, "device")
 
 
 def write_metrics(path, metrics: dict, provenance_info: dict) -> Path:
@@ -277,6 +352,83 @@ class FitResult:
     resumed_from: int = 0
 
 
+RESTART_ENV = "LABKIT_RESTART"
+RESTART_ADVICE = ("delete or move {path} to train this model from the start, or rerun with --restart "
+                  "(LABKIT_RESTART=1), which sets it aside")
+_SET_ASIDE: set[Path] = set()   # checkpoints this process already set aside (and now owns)
+
+
+def restart_requested() -> bool:
+    """True when ``LABKIT_RESTART=1``: the run modules' ``--restart`` and
+    ``labkit reproduce --restart`` set it, so every :func:`fit` of the run sets its
+    existing checkpoint aside (renamed, not deleted) and trains from step 0."""
+    value = os.environ.get(RESTART_ENV, "").strip().lower()
+    if value not in ("", "0", "1", "true", "false", "yes", "no"):
+        raise ValueError(f"environment variable {RESTART_ENV} must be 1 or 0, got {value!r}")
+    return value in ("1", "true", "yes")
+
+
+def _set_aside(checkpoint: Path) -> None:
+    """Rename ``checkpoint`` to ``<name>.set-aside-<UTC time>`` once per process."""
+    checkpoint = checkpoint.resolve()
+    if checkpoint in _SET_ASIDE:
+        return
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    target = checkpoint.with_name(f"{checkpoint.name}.set-aside-{stamp}")
+    os.replace(checkpoint, target)
+    _SET_ASIDE.add(checkpoint)
+    print(f"[labkit] --restart: moved {checkpoint} to {target.name}; training from step 0", flush=True)
+
+
+def _load_training_checkpoint(checkpoint: Path, device) -> dict:
+    try:
+        return load_checkpoint(checkpoint, map_location=device)
+    except CheckpointError as error:
+        text = str(error)
+        raise CheckpointError(text if "--restart" in text else f"{text}; {RESTART_ADVICE.format(path=checkpoint)}") \
+            from None
+
+
+def _check_fit_arguments(model, optimizer, batch_for_step, loss_fn, steps, checkpoint, checkpoint_every,
+                         max_minutes, log_every, stop_after, config, extra_optimizers, description) -> None:
+    """:func:`fit`'s boundary: everything is checked before the first step runs."""
+    from .checks import check_int, check_number, check_path, check_positive_int
+
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not any(True for _ in model.parameters()):
+        raise ValueError(f"model {type(model).__name__} has no parameters to train")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    for name, value in (("batch_for_step", batch_for_step), ("loss_fn", loss_fn)):
+        if not callable(value):
+            raise ValueError(f"{name} must be callable, got {type(value).__name__}")
+    check_int(steps, "steps", minimum=0)
+    check_positive_int(checkpoint_every, "checkpoint_every")
+    check_positive_int(log_every, "log_every")
+    check_number(max_minutes, "max_minutes", minimum=0.0, allow_none=True)
+    if stop_after is not None:
+        check_int(stop_after, "stop_after", minimum=0)
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"config must be a dict or None, got {type(config).__name__}")
+    if extra_optimizers is not None:
+        if not isinstance(extra_optimizers, dict) or not all(
+                isinstance(o, torch.optim.Optimizer) for o in extra_optimizers.values()):
+            raise ValueError("extra_optimizers must be a dict of name → torch.optim.Optimizer, "
+                             f"got {extra_optimizers!r}")
+    if not isinstance(description, str):
+        raise ValueError(f"description must be a str, got {type(description).__name__}")
+    if checkpoint is not None:
+        path = check_path(checkpoint, "checkpoint")
+        if path.is_dir():
+            raise ValueError(f"checkpoint must be a file path, got the directory {path}")
+        folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+        if folder is None or not folder.is_dir():
+            raise ValueError(f"checkpoint {path}: its folder cannot be created ({folder} is not a directory)")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"checkpoint {path}: the folder {folder} is not writable")
+
+
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Callable[[int], object],
         loss_fn: Callable[[nn.Module, object], tuple[torch.Tensor, dict]], *, steps: int,
         checkpoint: str | Path | None = None, checkpoint_every: int = 200,
@@ -302,28 +454,44 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Call
     tests use it to simulate an interruption). ``extra_optimizers`` (name →
     optimizer) are optimizers that ``loss_fn`` steps itself, such as a GAN's
     discriminator optimizer: ``fit`` only checkpoints and restores them.
+
+    Every argument is checked before the first step (``steps`` ≥ 0,
+    ``checkpoint_every`` and ``log_every`` ≥ 1, ``max_minutes`` None or ≥ 0,
+    ``checkpoint`` a file path in a writable folder). A checkpoint that cannot
+    be read, or belongs to another config, is an error that names the file and
+    says what to do; with ``LABKIT_RESTART=1`` (``--restart``) it is renamed
+    aside and training starts at step 0. A non-finite loss at a logged step
+    stops training with ``FloatingPointError`` before anything is saved.
     """
     from tqdm.auto import tqdm
 
+    _check_fit_arguments(model, optimizer, batch_for_step, loss_fn, steps, checkpoint, checkpoint_every,
+                         max_minutes, log_every, stop_after, config, extra_optimizers, description)
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
     device = torch.device(device) if device is not None else next(model.parameters()).device
     rank, world = distributed_context(device)
     start_step, history, time_before = 0, [], 0.0
-    if checkpoint is not None and Path(checkpoint).is_file():
-        state = load_checkpoint(checkpoint, map_location=device)
+    if checkpoint is not None and checkpoint.is_file() and restart_requested() and rank == 0:
+        _set_aside(checkpoint)
+    if checkpoint is not None and checkpoint.is_file():
+        state = _load_training_checkpoint(checkpoint, device)
         missing = {"model", "optimizer", "step"} - set(state)
         if missing:
-            raise CheckpointError(f"{checkpoint} is not a training checkpoint: missing {sorted(missing)}")
+            raise CheckpointError(f"{checkpoint} is not a training checkpoint: missing {sorted(missing)}; "
+                                  f"{RESTART_ADVICE.format(path=checkpoint)}")
         if config is not None and state.get("config") not in (None, config):
             raise ValueError(f"{checkpoint} was written by a run with config {state['config']}, not {config}; "
-                             "delete it or choose another checkpoint path")
+                             f"{RESTART_ADVICE.format(path=checkpoint)}")
         try:
             model.load_state_dict(state["model"])
-        except RuntimeError as error:
-            raise CheckpointError(f"{checkpoint} does not fit this model: {str(error).splitlines()[0]}") from error
-        optimizer.load_state_dict(state["optimizer"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise CheckpointError(f"{checkpoint} does not fit this model: {str(error).splitlines()[0]}; "
+                                  f"{RESTART_ADVICE.format(path=checkpoint)}") from None
         for name, extra in (extra_optimizers or {}).items():
             if name not in state.get("extra_optimizers", {}):
-                raise CheckpointError(f"{checkpoint} has no state for optimizer {name!r}")
+                raise CheckpointError(f"{checkpoint} has no state for optimizer {name!r}; "
+                                      f"{RESTART_ADVICE.format(path=checkpoint)}")
             extra.load_state_dict(state["extra_optimizers"][name])
         if scheduler is not None and "scheduler" in state:
             scheduler.load_state_dict(state["scheduler"])
@@ -382,6 +550,10 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Call
             bar.update(1)
             if step % log_every == 0 or step == steps:
                 entry = {"step": step, "loss": float(loss.detach())}
+                if not math.isfinite(entry["loss"]):
+                    raise FloatingPointError(
+                        f"{description}: the loss is {entry['loss']} at step {step}; training stopped and these "
+                        "weights were not saved (a checkpoint on disk keeps the last save before it)")
                 entry.update({k: float(v) for k, v in logs.items()})
                 history.append(entry)
                 bar.set_postfix(loss=f"{entry['loss']:.4f}")
