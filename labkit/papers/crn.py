@@ -34,9 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_int, check_number, check_pair, check_positive_int, check_probability, check_tensor
 from ..data import NUM_CLASSES
 from ..features import FeatureExtractor, VGG19Features
-from ..networks import LayerNorm2d, check_layout_input, conv_layernorm_block, resize_layout
+from ..networks import LayerNorm2d, conv_layernorm_block, resize_layout
+from . import _checks
 
 CHAPTER = "crn"
 BASE_SIZE = (4, 8)
@@ -129,9 +131,44 @@ class RefinementModule(nn.Module):
         return self.layers(torch.cat(inputs, dim=1))
 
 
+def _check_refinement_module(self, previous_width: int, num_classes: int, width: int) -> None:
+    """previous_width ≥ 0 (0 for the first module), num_classes and width ≥ 1."""
+    check_int(previous_width, "previous_width", minimum=0)
+    check_positive_int(num_classes, "num_classes"), check_positive_int(width, "width")
+
+
+def _check_refinement_inputs(self, previous, layout, size) -> None:
+    """previous (N, D_{i−1}, h′, w′) float or None; layout (N, m, H, W) float, N ≥ 1, with
+    D_{i−1} + m the module's input channels; size (h, w) ≤ (H, W)."""
+    check_tensor(layout, "layout", shape="(N, m, H, W)", ndim=4, finite=False)
+    channels = layout.shape[1]
+    if previous is not None:
+        check_tensor(previous, "previous", shape="(N, D, h, w)", ndim=4, finite=False)
+        _checks.same_batch("previous", previous, "layout", layout, spatial=False)
+        channels += previous.shape[1]
+    first = self.layers[0] if isinstance(self.layers, nn.Sequential) and len(self.layers) else None
+    expected = first.in_channels if isinstance(first, nn.Conv2d) else channels
+    if channels != expected:
+        raise ValueError(f"previous and layout must have {expected} channels together (previous_width + "
+                         f"num_classes of this module), got {channels}: previous "
+                         f"{None if previous is None else tuple(previous.shape)}, layout {tuple(layout.shape)}")
+    height, width = check_pair(size, "size")
+    if height > layout.shape[-2] or width > layout.shape[-1]:
+        raise ValueError(f"size must be at most the layout's (H, W) = {tuple(layout.shape[-2:])} (the layout is "
+                         f"area-downsampled to it), got {(height, width)}")
+
+
+# the chapter displays this class: its checks are attached here, outside its source
+RefinementModule.__init__ = _checks.checked(_check_refinement_module)(RefinementModule.__init__)
+RefinementModule.forward = _checks.checked(_check_refinement_inputs)(RefinementModule.forward)
+
+
 def cascade_sizes(output_size) -> list[tuple[int, int]]:
     """The module resolutions 4×8, 8×16, … up to ``output_size`` (H = 4·2^n, W = 2H)."""
-    height, width = (int(s) for s in output_size)
+    try:
+        height, width = check_pair(output_size, "output_size")
+    except ValueError:   # not a pair of positive integers: refused below, with the form expected
+        height = width = 0
     n = math.log2(height / BASE_SIZE[0]) if height > 0 else -1.0
     if width != 2 * height or n < 0 or n != int(n):
         raise ValueError(f"output_size must be (4·2^n, 8·2^n), e.g. (64, 128); got {output_size}")
@@ -141,8 +178,9 @@ def cascade_sizes(output_size) -> list[tuple[int, int]]:
 class CascadedRefinementNetwork(nn.Module):
     """The CRN generator: layout (N, m, H, W) one-hot → K images (N, K, 3, H, W).
 
-    widths: D_0 … D_n, one per module from 4×8 up to (H, W), so
-    ``len(widths) == len(cascade_sizes(output_size))``. The head is linear;
+    widths: D_0 … D_n (positive integers), one per module from 4×8 up to (H, W), so
+    ``len(widths) == len(cascade_sizes(output_size))``; samples K ≥ 1. The layout must be
+    float, N ≥ 1, finite, in [0, 1] and one-hot (at most 1 summed over classes). The head is linear;
     images are ``(head + 1) / 2`` without clipping during training (the
     official code maps to 0…255 the same way), clipped by :meth:`sample`.
     """
@@ -151,12 +189,12 @@ class CascadedRefinementNetwork(nn.Module):
                  num_classes: int = NUM_CLASSES):
         super().__init__()
         self.sizes = cascade_sizes(output_size)
-        widths = tuple(int(w) for w in widths)
+        widths = _checks.widths(widths)
         if len(widths) != len(self.sizes):
             raise ValueError(f"widths must give one width per module, {len(self.sizes)} for output_size "
                              f"{tuple(output_size)} ({self.sizes[0]} … {self.sizes[-1]}); got {len(widths)}: {widths}")
-        if samples < 1:
-            raise ValueError(f"samples must be ≥ 1, got {samples}")
+        samples = check_positive_int(samples, "samples")
+        num_classes = check_positive_int(num_classes, "num_classes")
         self.output_size, self.widths, self.samples, self.num_classes = tuple(output_size), widths, samples, num_classes
         previous = [0] + list(widths[:-1])
         self.refinement_modules = nn.ModuleList(
@@ -164,7 +202,7 @@ class CascadedRefinementNetwork(nn.Module):
         self.head = nn.Conv2d(widths[-1], 3 * samples, 1)
 
     def forward(self, layout: torch.Tensor, return_features: bool = False):
-        check_layout_input(layout, self.num_classes, self.output_size)
+        _checks.layout(layout, self.num_classes, self.output_size)
         features, trace = None, []
         for module, size in zip(self.refinement_modules, self.sizes):
             features = module(features, layout, size)
@@ -191,8 +229,9 @@ class SingleScaleNetwork(nn.Module):
     def __init__(self, output_size=(64, 128), width: int = 128, layers: int = 10, samples: int = 9,
                  num_classes: int = NUM_CLASSES):
         super().__init__()
-        if layers < 1 or width < 1 or samples < 1:
-            raise ValueError(f"width, layers and samples must be ≥ 1, got {width}, {layers}, {samples}")
+        output_size = check_pair(output_size, "output_size")
+        width, layers = check_positive_int(width, "width"), check_positive_int(layers, "layers")
+        samples, num_classes = check_positive_int(samples, "samples"), check_positive_int(num_classes, "num_classes")
         self.output_size, self.samples, self.num_classes = tuple(output_size), samples, num_classes
         blocks, cin = [], num_classes
         for _ in range(layers):
@@ -206,13 +245,16 @@ class SingleScaleNetwork(nn.Module):
         """The width whose parameter count is closest to ``parameters``.
 
         count(w) = 9·w·m + w + (layers − 1)·(9w² + w) + 2·layers·w + 3K·(w + 1)."""
+        check_positive_int(parameters, "parameters"), check_positive_int(layers, "layers")
+        check_positive_int(samples, "samples"), check_positive_int(num_classes, "num_classes")
+
         def count(w):
             return (9 * w * num_classes + w + (layers - 1) * (9 * w * w + w) + 2 * layers * w
                     + 3 * samples * (w + 1))
         return min(range(1, 4097), key=lambda w: abs(count(w) - parameters))
 
     def forward(self, layout: torch.Tensor) -> torch.Tensor:
-        check_layout_input(layout, self.num_classes, self.output_size)
+        _checks.layout(layout, self.num_classes, self.output_size)
         images = (self.head(self.body(layout)) + 1) / 2
         return images.view(layout.shape[0], self.samples, 3, *self.output_size)
 
@@ -245,6 +287,18 @@ def masked_layer_distance(real: torch.Tensor, fake: torch.Tensor, layout: torch.
     return torch.einsum("nkhw,nphw->nkp", difference, masks) / (real.shape[-2] * real.shape[-1])
 
 
+def _check_layer_distance(real, fake, layout) -> None:
+    """real (N, D, h, w), fake (N, K, D, h, w) and layout (N, m, H, W) in [0, 1]: float, finite, N ≥ 1
+    (the shapes are compared by the function itself)."""
+    check_tensor(real, "real", shape="(N, D, h, w)")
+    check_tensor(fake, "fake", shape="(N, K, D, h, w)")
+    check_tensor(layout, "layout", shape="(N, m, H, W) one-hot", value_range=(0.0, 1.0), tolerance=1e-3)
+
+
+_masked_layer_distance = masked_layer_distance   # the loss checks its inputs once and calls this
+masked_layer_distance = _checks.checked(_check_layer_distance)(masked_layer_distance)
+
+
 def diversity_objective(class_losses: torch.Tensor, min_weight: float = MIN_WEIGHT,
                         mean_weight: float = MEAN_WEIGHT) -> torch.Tensor:
     """class_losses L_p^u (N, K, m) → scalar, averaged over the batch:
@@ -260,6 +314,16 @@ def diversity_objective(class_losses: torch.Tensor, min_weight: float = MIN_WEIG
     per_layout = (min_weight * class_losses.min(dim=1).values.sum(dim=1)
                   + mean_weight * class_losses.mean(dim=1).sum(dim=1))
     return per_layout.mean()
+
+
+def _check_diversity_objective(class_losses, min_weight: float = MIN_WEIGHT, mean_weight: float = MEAN_WEIGHT) -> None:
+    """class_losses (N, K, m) float, finite, N, K, m ≥ 1; the weights finite numbers ≥ 0."""
+    check_tensor(class_losses, "class_losses", shape="(N, K, classes)", ndim=3)
+    check_number(min_weight, "min_weight", minimum=0.0), check_number(mean_weight, "mean_weight", minimum=0.0)
+
+
+_diversity_objective = diversity_objective
+diversity_objective = _checks.checked(_check_diversity_objective)(diversity_objective)
 
 
 class FeatureMatchingLoss(nn.Module):
@@ -281,6 +345,10 @@ class FeatureMatchingLoss(nn.Module):
 
     def __init__(self, extractor: FeatureExtractor | None, calibration_steps: int = 0, momentum: float = 0.99):
         super().__init__()
+        _checks.instance(extractor, "extractor", FeatureExtractor,
+                         "a labkit.features.FeatureExtractor (see load_feature_extractor)", allow_none=True)
+        check_int(calibration_steps, "calibration_steps", minimum=0)
+        check_probability(momentum, "momentum")
         object.__setattr__(self, "extractor", extractor)
         names = ("pixels",) + (tuple(extractor.layer_names) if extractor is not None else ())
         self.layer_names = names
@@ -295,24 +363,29 @@ class FeatureMatchingLoss(nn.Module):
         return 1.0 / self.running_means.clamp_min(1e-8)
 
     def layer_distances(self, fake: torch.Tensor, real: torch.Tensor, layout: torch.Tensor) -> list[torch.Tensor]:
-        """One (N, K, m) tensor per layer (pixels first), unweighted, in the loss' units."""
+        """One (N, K, m) tensor per layer (pixels first), unweighted, in the loss' units.
+        Inputs as :meth:`forward`."""
+        _check_loss_inputs(fake, real, layout)
+        return self._layer_distances(fake, real, layout)
+
+    def _layer_distances(self, fake, real, layout):
         n, k = fake.shape[:2]
         scale = (PIXEL_SCALE_FOR_VGG, VGG_FEATURE_SCALE) if self.paper_weights else (1.0, 1.0)
-        distances = [scale[0] * masked_layer_distance(real, fake, layout)]
+        distances = [scale[0] * _masked_layer_distance(real, fake, layout)]
         if self.extractor is not None:
             with torch.no_grad():
                 real_features = self.extractor.extract(real)
             fake_features = self.extractor.extract(fake.flatten(0, 1))
             for r, f in zip(real_features, fake_features):
-                distances.append(scale[1] * masked_layer_distance(r, f.view(n, k, *f.shape[1:]), layout))
+                distances.append(scale[1] * _masked_layer_distance(r, f.view(n, k, *f.shape[1:]), layout))
         return distances
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor, layout: torch.Tensor):
-        """fake (N, K, 3, H, W), real (N, 3, H, W), layout (N, m, H, W) →
+        """fake (N, K, 3, H, W) float, finite (not clipped: training outputs may leave [0, 1]),
+        real (N, 3, H, W) in [0, 1], layout (N, m, H, W) one-hot, N, K ≥ 1 →
         (loss, logs); logs hold each layer's unweighted loss, e.g. ``raw_pixels``."""
-        if layout.shape[-2:] != real.shape[-2:]:
-            raise ValueError(f"layout {tuple(layout.shape)} and real images {tuple(real.shape)} must have the same H, W")
-        distances = self.layer_distances(fake, real, layout)
+        _check_loss_inputs(fake, real, layout)
+        distances = self._layer_distances(fake, real, layout)
         # a layer's loss: Σ_p over classes, mean over outputs and batch (the masks tile the image)
         raw = torch.stack([d.detach().sum(dim=2).mean() for d in distances])
         if self.training and not self.paper_weights and int(self.calibrated) < self.calibration_steps:
@@ -322,7 +395,19 @@ class FeatureMatchingLoss(nn.Module):
         weights = self.layer_weights()
         class_losses = sum(w * d for w, d in zip(weights, distances))
         logs = {f"raw_{name}": float(value) for name, value in zip(self.layer_names, raw)}
-        return diversity_objective(class_losses), logs
+        return _diversity_objective(class_losses), logs
+
+
+def _check_loss_inputs(fake, real, layout) -> None:
+    images = _checks.images_batch(real, "real")
+    check_tensor(fake, "fake", shape="(N, K, 3, H, W)", ndim=5)
+    if fake.shape[0] != images.shape[0] or fake.shape[2:] != images.shape[1:]:
+        raise ValueError(f"fake (N, K, 3, H, W) must match real (N, 3, H, W) in N, 3, H and W; got "
+                         f"{tuple(fake.shape)} and {tuple(images.shape)}")
+    _checks.layout(layout)
+    if layout.shape[-2:] != images.shape[-2:]:
+        raise ValueError(f"layout {tuple(layout.shape)} and real images {tuple(images.shape)} must have the same H, W")
+    _checks.same_batch("layout", layout, "real", images)
 
 
 class CRNTrainer(nn.Module):
@@ -331,9 +416,12 @@ class CRNTrainer(nn.Module):
 
     def __init__(self, generator: nn.Module, loss: FeatureMatchingLoss):
         super().__init__()
+        _checks.module(generator, "generator"), _checks.module(loss, "loss", FeatureMatchingLoss)
         self.generator, self.criterion = generator, loss
 
     def forward(self, batch: dict):
+        """batch {"layout": (N, m, H, W) one-hot, "image": (N, 3, H, W) in [0, 1]} → (loss, logs)."""
+        _checks.batch(batch, ("layout", "image"))
         return self.criterion(self.generator(batch["layout"]), batch["image"], batch["layout"])
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from ..checks import check_device, check_int, check_path, check_positive_int, check_seed
 from ..claims import verdict
 from ..checkpoints import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
 from ..features import load_feature_extractor
@@ -37,19 +38,31 @@ from ..pix2pix import Pix2Pix
 from ..synthesis import evaluate_synthesis, real_scene_scores, scene_batch, training_scenes
 from .. import train
 from ..train import (REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile)
+from . import _checks
 from .crn import (CHAPTER, MODEL_NAMES, PROFILES, CascadedRefinementNetwork, CRNTrainer, FeatureMatchingLoss,
                   SingleScaleNetwork)
 
+GENERATOR_SETTINGS = ("size", "widths", "samples", "pix2pix_width", "discriminator_width")
+"""What :func:`build_generator` reads of a profile's settings (all that an export keeps must include them)."""
+
 
 def check_model_name(name: str) -> str:
-    if name not in MODEL_NAMES:
+    if not isinstance(name, str) or name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
     return name
+
+
+def check_profile(profile: str) -> str:
+    """One of the chapter's profile names."""
+    if not isinstance(profile, str) or profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
+    return profile
 
 
 def build_generator(name: str, settings: dict) -> torch.nn.Module:
     """The untrained generator of model ``name`` under a profile's ``settings``."""
     check_model_name(name)
+    _checks.profile_settings(settings, PROFILES, GENERATOR_SETTINGS)
     size, samples = settings["size"], settings["samples"]
     if name == "pix2pix":
         return Pix2Pix(size, generator_width=settings["pix2pix_width"],
@@ -63,7 +76,8 @@ def build_generator(name: str, settings: dict) -> torch.nn.Module:
 
 
 def sampler(name: str, generator: torch.nn.Module, samples: int):
-    """layout → (N, K, 3, H, W) in [0, 1] for evaluation (pix2pix: K dropout samples)."""
+    """layout → (N, K, 3, H, W) in [0, 1] for evaluation (pix2pix: K dropout samples, K ≥ 1)."""
+    check_model_name(name), _checks.module(generator, "generator"), check_positive_int(samples, "samples")
     if name == "pix2pix":
         return lambda layout: generator.sample(layout, samples).clamp(0, 1)
     return generator.sample
@@ -71,9 +85,13 @@ def sampler(name: str, generator: torch.nn.Module, samples: int):
 
 def train_model(name: str, settings: dict, device, run_dir: Path, max_minutes: float | None = None,
                 progress: bool = True, seed: int = 0):
-    """Train (or resume, or just load) model ``name``; returns (generator, FitResult)."""
+    """Train (or resume, or just load) model ``name``; returns (generator, FitResult).
+    ``settings``: a profile's; ``max_minutes`` ≥ 0 or None; ``seed`` in [0, 2**32 − 1]."""
     check_model_name(name)
-    device = torch.device(device)
+    _checks.profile_settings(settings, PROFILES)
+    device = check_device(device)
+    run_dir = check_path(run_dir, "run_dir")
+    _checks.minutes(max_minutes), check_seed(seed)
     checkpoint = Path(run_dir) / "train" / f"{name}.pt"
     scenes = training_scenes(settings["size"], settings["train_scenes"], seed=seed)
     steps, batch_size = settings["steps"], settings["batch_size"]
@@ -120,7 +138,11 @@ def _spent_seconds(checkpoint: Path) -> float:
 
 def export_generator(name: str, generator: torch.nn.Module, settings: dict, path, record: dict | None = None) -> Path:
     """Write the generator alone, in float16, with its settings: the committed checkpoint."""
-    check_model_name(name)
+    check_model_name(name), _checks.module(generator, "generator")
+    _checks.profile_settings(settings, PROFILES, GENERATOR_SETTINGS)
+    path = check_path(path, "path")
+    if record is not None:
+        _checks.record(record, keys=(), name="record")
     state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu()
              for k, v in generator.state_dict().items()}
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
@@ -130,15 +152,20 @@ def export_generator(name: str, generator: torch.nn.Module, settings: dict, path
 
 def load_generator(path, device="cpu") -> tuple[str, torch.nn.Module, dict]:
     """(model name, generator in eval mode, settings) from an exported checkpoint."""
-    path = Path(path)
+    path = check_path(path, "path")
+    device = check_device(device)
     if not path.is_file():
         raise FileNotFoundError(f"no exported CRN-chapter generator at {path}; train one with "
                                 "`python -m labkit.papers.crn_runs --profile book --export`")
     state = load_checkpoint(path)
-    if not {"model_name", "generator", "settings"} <= set(state):
+    if not {"model_name", "generator", "settings"} <= set(state) or not isinstance(state["settings"], dict) \
+            or not isinstance(state["generator"], dict):
         raise CheckpointError(f"{path} is not an exported generator (expected keys model_name, generator, settings)")
     settings = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state["settings"].items()}
-    generator = build_generator(state["model_name"], settings)
+    try:
+        generator = build_generator(state["model_name"], settings)
+    except ValueError as error:
+        raise CheckpointError(f"{path} holds an export this code cannot build: {error}") from error
     try:
         generator.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["generator"].items()})
     except RuntimeError as error:
@@ -147,6 +174,7 @@ def load_generator(path, device="cpu") -> tuple[str, torch.nn.Module, dict]:
 
 
 def exported_path(name: str, profile: str) -> Path:
+    check_model_name(name), check_profile(profile)
     return REPO_ROOT / "checkpoints" / f"{name}_{profile}.pt"
 
 
@@ -157,10 +185,12 @@ def run(profile: str = "book", models=MODEL_NAMES, device="auto", max_minutes: f
     ``max_minutes`` is the budget of *each* model's training in this call.
     Returns the whole metrics file as a dict.
     """
-    settings = select_profile(PROFILES, profile)
-    models = [check_model_name(name) for name in models]   # all names checked before any training
-    device = choose_device(device) if isinstance(device, str) else torch.device(device)
-    run_dir = Path(run_dir) if run_dir is not None else reports_dir(profile, CHAPTER)
+    settings = select_profile(PROFILES, check_profile(profile))
+    # everything is checked before any training
+    models = [check_model_name(name) for name in _checks.names(models, "models")]
+    device = check_device(device)
+    _checks.minutes(max_minutes), _checks.flag(export, "export"), check_seed(seed)
+    run_dir = check_path(run_dir, "run_dir") if run_dir is not None else reports_dir(profile, CHAPTER)
     for name in models:
         started = time.monotonic()
         generator, result = train_model(name, settings, device, run_dir, max_minutes=max_minutes,
@@ -198,6 +228,13 @@ def save_sample_grid(name: str, generator, settings: dict, path, device, seed: i
     so the chapter can show every ablation's images without its weights.
     ``slots``: the output slots to show, in order (default 0, 1, …); runs pass
     them ranked by FCN-mIoU, best first."""
+    check_model_name(name), _checks.module(generator, "generator")
+    _checks.profile_settings(settings, PROFILES, ("size", "samples"))
+    path, device, seed = check_path(path, "path"), check_device(device), check_seed(seed)
+    if slots is not None and (isinstance(slots, (str, bytes)) or not isinstance(slots, (list, tuple, range))):
+        raise ValueError(f"slots must be a list of output slots (integers), got {slots!r}")
+    for slot in slots or ():
+        check_int(slot, "slots[…]", minimum=0, maximum=settings["samples"] - 1)
 
     import matplotlib
     import matplotlib.pyplot as plt
@@ -210,6 +247,8 @@ def save_sample_grid(name: str, generator, settings: dict, path, device, seed: i
     _, labels = render_batch(settings["size"], SAMPLE_SCENES, split="test", seed=seed)
     outputs = generate(sampler(name, generator, settings["samples"]), labels, device=device)
     slots = list(range(outputs.shape[1]) if slots is None else slots)[:4]
+    for slot in slots:
+        check_int(slot, "slots[…]", minimum=0, maximum=outputs.shape[1] - 1)
     shown = len(slots)
     with matplotlib.rc_context({"figure.dpi": 100}):
         fig, axes = plt.subplots(SAMPLE_SCENES, shown + 1, figsize=(2.2 * (shown + 1), 1.25 * SAMPLE_SCENES),
@@ -230,9 +269,12 @@ def merge_records(profile: str, run_dir, device, seed: int = 0) -> dict:
     """Rebuild ``<run dir>/metrics.json`` from the per-model records in ``models/``
     (so models trained by separate processes end up in one file), with the
     real scenes' scores under ``reference``."""
-    settings = select_profile(PROFILES, profile)
-    run_dir = Path(run_dir)
+    settings = select_profile(PROFILES, check_profile(profile))
+    run_dir, device, seed = _checks.run_folder(run_dir), check_device(device), check_seed(seed)
     records = {p.stem: read_json(p) for p in sorted((run_dir / "models").glob("*.json"))}
+    if not records:
+        raise FileNotFoundError(f"run_dir {run_dir} has no model records (models/*.json) to merge; "
+                                f"run `python -m labkit.papers.crn_runs --profile {profile} --run-dir {run_dir}` first")
     record = {"metrics": {name: r["metrics"] for name, r in records.items()},
               "runs": {name: r["provenance"] for name, r in records.items()},
               "training": {name: r.get("training", r["provenance"]) for name, r in records.items()},
@@ -259,6 +301,9 @@ COMMITTED_RECORD = REPO_ROOT / "reports" / "book" / CHAPTER / "metrics.json"
 
 def read_record(profile: str, run_dir=None) -> dict:
     """The recorded runs of ``profile``: the committed book record, or ``<run dir>/metrics.json``."""
+    check_profile(profile)
+    if run_dir is not None:
+        check_path(run_dir, "run_dir")
     path = COMMITTED_RECORD if profile == "book" and run_dir is None else Path(run_dir or reports_dir(profile, CHAPTER)) / "metrics.json"
     record = read_json(path)
     missing = [name for name in MODEL_NAMES if name not in record.get("metrics", {})]
@@ -277,6 +322,11 @@ def claims(record: dict) -> list[dict]:
     better for FCN-mIoU and diversity, lower for the Fréchet distance. "best"
     is each model's best output slot, "all" pools all K outputs.
     """
+    _checks.record(record, ("metrics", "reference"))
+    missing = [name for name in MODEL_NAMES if name not in record["metrics"]]
+    if missing or "real_scenes" not in record["reference"]:
+        raise ValueError(f"record lacks {missing or ['reference.real_scenes']}; expected a complete CRN-chapter record "
+                         "(see read_record)")
     m, real = record["metrics"], record["reference"]["real_scenes"]
 
     def value(name, key, best=False):
