@@ -41,8 +41,11 @@ from scipy import ndimage
 from torch import nn
 
 from ..checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from ..checks import (check_choice, check_device, check_int, check_non_negative_int, check_number, check_pair, check_path,
+                      check_positive_int, check_probability, check_seed, check_tensor)
 from ..data import INSTANCE_CLASSES, NUM_CLASSES, StreetScenes, check_label_map, check_size
 from ..networks import check_layout_input, conv_layernorm_block, one_hot_layout
+from . import _checks
 from .crn import FeatureMatchingLoss
 
 CHAPTER = "sims"
@@ -162,9 +165,11 @@ def connected_segments(label: np.ndarray, min_area: int) -> tuple[np.ndarray, np
 
     Returns (component map (H, W) int16, 0 = no kept component, ids 1 … n;
     class of each component (n,) int64). Components smaller than ``min_area``
-    pixels are dropped. Ids run class by class, then in scan order.
+    pixels are dropped. Ids run class by class, then in scan order. ``label``: integer class
+    ids (ids ≥ NUM_CLASSES, such as void 255, belong to no component); ``min_area`` ≥ 0.
     """
-    label = np.asarray(label)
+    label = _label_array(label, "label")
+    check_non_negative_int(min_area, "min_area")
     components = np.zeros(label.shape, np.int16)
     classes = []
     for class_id in np.unique(label):
@@ -178,6 +183,25 @@ def connected_segments(label: np.ndarray, min_area: int) -> tuple[np.ndarray, np
             classes.append(int(class_id))
             components[pieces == piece] = len(classes)
     return components, np.asarray(classes, np.int64)
+
+
+def _label_array(label, name: str) -> np.ndarray:
+    """An (H, W) integer label map as a NumPy array (a tensor or an array)."""
+    if isinstance(label, torch.Tensor):
+        label = label.detach().cpu().numpy()
+    if not isinstance(label, np.ndarray) or label.ndim != 2 or not np.issubdtype(label.dtype, np.integer) \
+            or label.size == 0:
+        got = f"{label.dtype} array of shape {label.shape}" if isinstance(label, np.ndarray) else type(label).__name__
+        raise ValueError(f"{name} must be an (H, W) integer label map with H, W ≥ 1, got {got}")
+    return label
+
+
+def _check_grid(grid, size, name: str = "grid") -> tuple[int, int]:
+    """A retrieval grid (gh, gw) of positive integers that divides the layout size (H, W)."""
+    gh, gw = check_pair(grid, name)
+    if size[0] % gh or size[1] % gw:
+        raise ValueError(f"{name} {(gh, gw)} must divide the layout size {tuple(size)}")
+    return gh, gw
 
 
 def _cell_view(array: np.ndarray, grid) -> np.ndarray:
@@ -196,8 +220,15 @@ def grid_descriptors(label: np.ndarray, components: np.ndarray, count: int, grid
     - context (count, gh·gw) uint8: the label filling most of each cell, for
       the cells inside the segment's box grown by :data:`CONTEXT_MARGIN` per
       side and outside its mask; 255 elsewhere.
+
+    ``components``: (H, W) ids 0 … ``count`` as :func:`connected_segments` returns them.
     """
-    gh, gw = grid
+    label = _label_array(label, "label")
+    components = _label_array(components, "components")
+    if components.shape != label.shape:
+        raise ValueError(f"components {components.shape} must have the label's shape {label.shape}")
+    check_int(count, "count", minimum=0, maximum=int(components.max()))
+    gh, gw = grid = _check_grid(grid, label.shape)
     cells = _cell_view(label, grid)
     one_hot = (cells[None] == np.arange(NUM_CLASSES)[:, None, None, None, None]).mean(axis=(2, 4))
     cell_label = one_hot.argmax(0).astype(np.uint8)                  # (gh, gw)
@@ -221,7 +252,23 @@ def grid_descriptors(label: np.ndarray, components: np.ndarray, count: int, grid
 def lab_statistics(image: torch.Tensor, mask: torch.Tensor, lab: torch.Tensor | None = None) -> torch.Tensor:
     """Mean and standard deviation of the Lab values of ``image`` (3, H, W) in [0, 1]
     inside ``mask`` (H, W) bool: a (6,) tensor (μ_L, μ_a, μ_b, σ_L, σ_a, σ_b).
-    ``lab``: the image already in Lab, to convert a scene once for all its segments."""
+    ``lab``: the image already in Lab, to convert a scene once for all its segments. The mask
+    must select at least one pixel."""
+    _checks.images_batch(image, "image", ndim=(3,))
+    check_tensor(mask, "mask", shape="(H, W) bool", ndim=2, floating=False)
+    if mask.dtype != torch.bool or mask.shape != image.shape[-2:]:
+        raise ValueError(f"mask must be a bool (H, W) map the image's size {tuple(image.shape[-2:])}, got "
+                         f"{mask.dtype} {tuple(mask.shape)}")
+    if not bool(mask.any()):
+        raise ValueError("mask must select at least one pixel (the statistics of no pixels are undefined)")
+    if lab is not None:
+        check_tensor(lab, "lab", shape="(3, H, W)", ndim=3, channels=None)
+        if lab.shape != image.shape:
+            raise ValueError(f"lab must be the image in Lab, of its shape {tuple(image.shape)}, got {tuple(lab.shape)}")
+    return _lab_statistics(image, mask, lab)
+
+
+def _lab_statistics(image, mask, lab=None):
     import kornia
 
     if lab is None:
@@ -259,6 +306,28 @@ class SegmentMemory:
     source: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        for name in self._TENSORS:
+            if not isinstance(getattr(self, name), torch.Tensor):
+                raise ValueError(f"{name} must be a tensor, got {type(getattr(self, name)).__name__}")
+        self.size, self.grid = check_pair(self.size, "size"), _check_grid(self.grid, self.size)
+        check_non_negative_int(self.min_area, "min_area")
+        scenes = len(self.labels)
+        if self.images.shape != (scenes, 3, *self.size) or self.components.shape != (scenes, *self.size) \
+                or self.labels.shape != (scenes, *self.size):
+            raise ValueError(f"images (S, 3, H, W), labels and components (S, H, W) must match size {self.size}; got "
+                             f"{tuple(self.images.shape)}, {tuple(self.labels.shape)}, {tuple(self.components.shape)}")
+        count = len(self.class_ids)
+        per_segment = {"scene_ids": (count,), "component_ids": (count,), "boxes": (count, 4), "areas": (count,),
+                       "grid_masks": (count, self.grid[0] * self.grid[1]),
+                       "grid_context": (count, self.grid[0] * self.grid[1]), "lab_stats": (count, 6)}
+        for name, shape in per_segment.items():
+            if tuple(getattr(self, name).shape) != shape:
+                raise ValueError(f"{name} must be {shape} for {count} segments on a {self.grid} grid, got "
+                                 f"{tuple(getattr(self, name).shape)}")
+        if count and (int(self.scene_ids.min()) < 0 or int(self.scene_ids.max()) >= scenes):
+            raise ValueError(f"scene_ids must lie in [0, {scenes - 1}]")
+        if count and (int(self.class_ids.min()) < 0 or int(self.class_ids.max()) >= NUM_CLASSES):
+            raise ValueError(f"class_ids must lie in [0, {NUM_CLASSES - 1}]")
         self.grid_areas = self.grid_masks.sum(1)
         self.grid_context_areas = (self.grid_context != 255).sum(1)
         self.by_class = [torch.nonzero(self.class_ids == c).flatten() for c in range(NUM_CLASSES)]
@@ -273,17 +342,26 @@ class SegmentMemory:
     @classmethod
     def build(cls, images: torch.Tensor, labels: torch.Tensor, grid, min_area: int | None = None,
               source: dict | None = None, progress: bool = False) -> "SegmentMemory":
-        """Cut every scene of ``images`` (S, 3, H, W) uint8 / ``labels`` (S, H, W) into segments."""
+        """Cut every scene of ``images`` (S, 3, H, W) uint8 / ``labels`` (S, H, W) into segments.
+        S ≥ 1; ``grid`` (gh, gw) divides (H, W); ``min_area`` ≥ 0 pixels (default: the paper's, scaled)."""
         import kornia
 
-        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be uint8 (S, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4 \
+                or images.shape[1] != 3:
+            got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be uint8 (S, 3, H, W), got {got}")
+        if isinstance(labels, np.ndarray):
+            labels = torch.from_numpy(labels)
         check_label_map(labels, "labels", ndim=(3,))
         if images.shape[-2:] != labels.shape[-2:] or len(images) != len(labels):
             raise ValueError(f"images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match")
+        if len(images) == 0 or images.numel() == 0:
+            raise ValueError(f"images must hold at least one scene with H, W ≥ 1, got {tuple(images.shape)}")
         size = tuple(labels.shape[-2:])
-        min_area = min_segment_area(size) if min_area is None else int(min_area)
-        grid = tuple(int(g) for g in grid)
+        min_area = min_segment_area(size) if min_area is None else check_non_negative_int(min_area, "min_area")
+        grid = _check_grid(grid, size)
+        if source is not None and not isinstance(source, dict):
+            raise ValueError(f"source must be a dict describing the scenes or None, got {type(source).__name__}")
         components = torch.zeros(labels.shape, dtype=torch.int16)
         rows = {k: [] for k in ("class_ids", "scene_ids", "component_ids", "boxes", "areas", "grid_masks",
                                 "grid_context", "lab_stats")}
@@ -306,7 +384,7 @@ class SegmentMemory:
                 rows["component_ids"].append(k)
                 rows["boxes"].append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
                 rows["areas"].append(int(where.sum()))
-                rows["lab_stats"].append(lab_statistics(image, torch.from_numpy(where), lab))
+                rows["lab_stats"].append(_lab_statistics(image, torch.from_numpy(where), lab))
             rows["grid_masks"].append(torch.from_numpy(masks))
             rows["grid_context"].append(torch.from_numpy(context))
         g = grid[0] * grid[1]
@@ -325,8 +403,12 @@ class SegmentMemory:
     @classmethod
     def from_scenes(cls, size, count: int, grid, seed: int = 0, split: str = "train", start: int = 0,
                     progress: bool = False) -> "SegmentMemory":
-        """Render StreetScenes ``start … start + count − 1`` of ``split`` and build their memory."""
+        """Render StreetScenes ``start … start + count − 1`` of ``split`` and build their memory
+        (``count`` ≥ 1, ``start`` ≥ 0)."""
         size = check_size(size)
+        check_positive_int(count, "count"), check_non_negative_int(start, "start"), check_seed(seed)
+        check_choice(split, "split", ("train", "test"))
+        _check_grid(grid, size)
         ds = StreetScenes(size=size, seed=seed, split=split, length=start + count)
         images = torch.empty(count, 3, *size, dtype=torch.uint8)
         labels = torch.empty(count, *size, dtype=torch.uint8)
@@ -337,16 +419,22 @@ class SegmentMemory:
         return cls.build(images, labels, grid, source={"dataset": "StreetScenes", "split": split, "seed": seed,
                                                        "start": start, "count": count}, progress=progress)
 
+    def _check_index(self, index) -> int:
+        index = check_int(index, "index")
+        if not 0 <= index < len(self):
+            raise IndexError(f"segment {index} out of range for a memory of {len(self)}")
+        return index
+
     def mask(self, index: int) -> torch.Tensor:
         """Segment ``index``'s mask (H, W) bool, in its scene's frame."""
+        index = self._check_index(index)
         return self.components[int(self.scene_ids[index])] == int(self.component_ids[index])
 
     def segment(self, index: int) -> dict:
         """Everything stored about segment ``index``: class, scene, box, area,
         ``mask`` (H, W) bool, ``pixels`` (3, H, W) float, zero outside the mask,
         ``context`` (gh, gw) uint8 (255 = not context)."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"segment {index} out of range for a memory of {len(self)}")
+        index = self._check_index(index)
         mask = self.mask(index)
         image = self.images[int(self.scene_ids[index])].float() / 255
         return {"class_id": int(self.class_ids[index]), "scene": int(self.scene_ids[index]),
@@ -359,6 +447,7 @@ class SegmentMemory:
 
     def save(self, path) -> Path:
         """Write the memory atomically (a torch file of its tensors and settings)."""
+        path = check_path(path, "path")
         state = {name: getattr(self, name) for name in self._TENSORS}
         state.update(kind="sims-segment-memory", size=list(self.size), grid=list(self.grid),
                      min_area=self.min_area, source=self.source)
@@ -366,19 +455,23 @@ class SegmentMemory:
 
     @classmethod
     def load(cls, path) -> "SegmentMemory":
-        path = Path(path)
+        path = check_path(path, "path")
         if not path.is_file():
             raise FileNotFoundError(f"no segment memory at {path}; build one with SegmentMemory.from_scenes(...)")
         state = load_checkpoint(path)
         missing = set(cls._TENSORS) - set(state)
         if state.get("kind") != "sims-segment-memory" or missing:
             raise CheckpointError(f"{path} is not a SIMS segment memory (missing {sorted(missing)})")
-        return cls(size=tuple(state["size"]), grid=tuple(state["grid"]), min_area=int(state["min_area"]),
-                   source=state.get("source", {}), **{name: state[name] for name in cls._TENSORS})
+        try:
+            return cls(size=tuple(state["size"]), grid=tuple(state["grid"]), min_area=int(state["min_area"]),
+                       source=state.get("source", {}), **{name: state[name] for name in cls._TENSORS})
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{path} holds an inconsistent SIMS segment memory: {error}") from error
 
     def truncated(self, count: int) -> "SegmentMemory":
-        """The first ``count`` segments (and all scenes): memories of chosen sizes for benchmarks."""
-        keep = slice(0, int(count))
+        """The first ``count`` segments (and all scenes), 1 ≤ ``count`` ≤ len(self): memories of chosen
+        sizes for benchmarks."""
+        keep = slice(0, check_int(count, "count", minimum=1, maximum=len(self)))
         return SegmentMemory(size=self.size, grid=self.grid, min_area=self.min_area, images=self.images,
                              labels=self.labels, components=self.components,
                              **{k: getattr(self, k)[keep] for k in ("class_ids", "scene_ids", "component_ids",
@@ -390,7 +483,7 @@ class SegmentMemory:
 
 
 def check_score(score: str) -> str:
-    if score not in RETRIEVAL_SCORES:
+    if not isinstance(score, str) or score not in RETRIEVAL_SCORES:
         raise ValueError(f"unknown retrieval score {score!r}; expected one of {RETRIEVAL_SCORES}")
     return score
 
@@ -427,11 +520,36 @@ def retrieval_scores(memory: SegmentMemory, class_id: int, query_mask: torch.Ten
     return candidates, scores
 
 
+def _check_query(memory: SegmentMemory, class_id: int, query_mask, query_context, score: str = "mask+context",
+                 allowed_scenes=None) -> None:
+    """memory a SegmentMemory; class_id in [0, NUM_CLASSES); query_mask (gh·gw,) bool and query_context
+    (gh·gw,) integer labels (255 = not context) on the memory's grid; allowed_scenes None or (S,) bool."""
+    _checks.instance(memory, "memory", SegmentMemory, "a SegmentMemory")
+    check_int(class_id, "class_id", minimum=0, maximum=NUM_CLASSES - 1)
+    cells = memory.grid[0] * memory.grid[1]
+    for name, value, kind in (("query_mask", query_mask, "bool"), ("query_context", query_context, "integer")):
+        if not isinstance(value, torch.Tensor) or value.shape != (cells,) or value.is_floating_point() \
+                or (value.dtype == torch.bool) != (kind == "bool"):
+            got = f"{value.dtype} {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"{name} must be a {kind} tensor ({cells},) on the memory's {memory.grid} grid, got {got}")
+    if bool(((query_context >= NUM_CLASSES) & (query_context != 255)).any()) or bool((query_context < 0).any()):
+        raise ValueError(f"query_context must hold class ids in [0, {NUM_CLASSES - 1}] or 255 (not context)")
+    if allowed_scenes is not None and (not isinstance(allowed_scenes, torch.Tensor)
+                                       or allowed_scenes.dtype != torch.bool
+                                       or allowed_scenes.shape != (len(memory.labels),)):
+        raise ValueError(f"allowed_scenes must be None or a bool tensor ({len(memory.labels)},), one per scene, got "
+                         f"{allowed_scenes.dtype if isinstance(allowed_scenes, torch.Tensor) else type(allowed_scenes).__name__}")
+
+
+_retrieval_scores = retrieval_scores
+retrieval_scores = _checks.checked(_check_query)(retrieval_scores)
+
+
 def retrieve(memory: SegmentMemory, class_id: int, query_mask, query_context, k: int = 10,
              score: str = "mask+context", allowed_scenes=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The top-``k`` segments (memory indices, scores), best first; ties go to the lower index."""
-    if k < 1:
-        raise ValueError(f"k must be ≥ 1, got {k}")
+    """The top-``k`` segments (memory indices, scores), best first; ties go to the lower index.
+    ``k`` ≥ 1; the query as :func:`retrieval_scores`."""
+    check_positive_int(k, "k")
     candidates, scores = retrieval_scores(memory, class_id, query_mask, query_context, score, allowed_scenes)
     order = torch.argsort(-scores, stable=True)[:k]
     return candidates[order], scores[order]
@@ -440,6 +558,8 @@ def retrieve(memory: SegmentMemory, class_id: int, query_mask, query_context, k:
 def retrieve_loop(memory: SegmentMemory, class_id: int, query_mask, query_context, k: int = 10,
                   score: str = "mask+context") -> tuple[list[int], list[float]]:
     """The same top-``k`` by a straightforward loop over candidates (the reference for tests and benchmarks)."""
+    check_positive_int(k, "k")
+    _check_query(memory, class_id, query_mask, query_context)
     check_score(score)
     query_mask = np.asarray(query_mask, bool)
     query_context = np.asarray(query_context, np.uint8)
@@ -477,11 +597,16 @@ class QueryLayout:
         return len(self.class_ids)
 
     def mask(self, k: int) -> torch.Tensor:
+        """Component ``k``'s mask (H, W) bool, 0 ≤ k < len(self)."""
+        k = check_int(k, "k", minimum=0)
+        if k >= len(self):
+            raise IndexError(f"component {k} out of range for a layout of {len(self)} components")
         return self.components == k + 1
 
 
 def query_layout(label, memory: SegmentMemory) -> QueryLayout:
     """Components and descriptors of a layout ``label`` (H, W) under the memory's settings."""
+    _checks.instance(memory, "memory", SegmentMemory, "a SegmentMemory")
     label = check_label_map(label, "label", ndim=(2,))
     if tuple(label.shape) != tuple(memory.size):
         raise ValueError(f"label must be {tuple(memory.size)} to match the memory, got {tuple(label.shape)}")
@@ -517,8 +642,9 @@ IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
 def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
-    """(N, 2, H, W): the normalised x and y of every pixel, in [−1, 1]. θ is in image
-    coordinates, and a pooled encoder cannot tell where a segment is without them."""
+    """(N, 2, H, W): the normalised x and y of every pixel, in [−1, 1], for x (N, C, H, W). θ is in
+    image coordinates, and a pooled encoder cannot tell where a segment is without them."""
+    check_tensor(x, "x", shape="(N, C, H, W)", ndim=4, finite=False)
     n, _, height, width = x.shape
     ys = torch.linspace(-1, 1, height, device=x.device, dtype=x.dtype)
     xs = torch.linspace(-1, 1, width, device=x.device, dtype=x.dtype)
@@ -529,7 +655,13 @@ def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
 def crop_frames(masks: torch.Tensor, margin: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
     """The square-ish region around the union of each sample's masks (N, k, H, W),
     grown by ``margin`` per side, as (scale (N, 2), centre (N, 2)) in normalised
-    coordinates: a crop point u ∈ [−1, 1]² lies at p = scale ⊙ u + centre."""
+    coordinates: a crop point u ∈ [−1, 1]² lies at p = scale ⊙ u + centre. masks in [0, 1]; margin ≥ 0."""
+    check_tensor(masks, "masks", shape="(N, k, H, W)", ndim=4, value_range=(0.0, 1.0), tolerance=0.0)
+    check_number(margin, "margin", minimum=0.0)
+    return _crop_frames(masks, margin)
+
+
+def _crop_frames(masks, margin=0.25):
     n, _, height, width = masks.shape
     any_mask = masks.amax(1) > 0.5
     rows, cols = any_mask.any(2), any_mask.any(1)
@@ -570,6 +702,7 @@ class SegmentTransformer(nn.Module):
 
     def __init__(self, num_classes: int = NUM_CLASSES, widths=(16, 32, 64, 64), crop: int = 32):
         super().__init__()
+        check_positive_int(num_classes, "num_classes"), _checks.widths(widths), check_positive_int(crop, "crop")
         self.num_classes, self.crop = num_classes, int(crop)
         if crop % 2 ** len(widths):
             raise ValueError(f"crop {crop} must be divisible by 2^{len(widths)} for {len(widths)} stages")
@@ -580,11 +713,17 @@ class SegmentTransformer(nn.Module):
             self.affine.bias.copy_(torch.tensor(IDENTITY_AFFINE))
 
     def forward(self, pixels, mask, target_mask, layout) -> torch.Tensor:
+        """pixels (N, 3, H, W) in [0, 1], mask and target_mask (N, 1, H, W) in [0, 1], layout (N, C, H, W)
+        one-hot, N ≥ 1 → θ (N, 2, 3)."""
+        _check_transformer_inputs(self.num_classes, pixels, mask, target_mask, layout)
+        return self._forward(pixels, mask, target_mask, layout)
+
+    def _forward(self, pixels, mask, target_mask, layout):
         x = torch.cat([pixels, mask, target_mask, layout], dim=1)
         if x.shape[1] != 5 + self.num_classes:
             raise ValueError(f"expected pixels (N, 3, H, W), masks (N, 1, H, W) and a layout (N, {self.num_classes}, H, W); "
                              f"their channels add up to {x.shape[1]}")
-        scale, centre = crop_frames(torch.cat([mask, target_mask], 1))
+        scale, centre = _crop_frames(torch.cat([mask, target_mask], 1))
         window = torch.zeros(len(x), 2, 3, device=x.device, dtype=x.dtype)
         window[:, 0, 0], window[:, 1, 1] = scale[:, 0], scale[:, 1]
         window[:, :, 2] = centre
@@ -597,17 +736,34 @@ class SegmentTransformer(nn.Module):
 
     @staticmethod
     def warp(pixels: torch.Tensor, mask: torch.Tensor, theta: torch.Tensor):
-        """Resample (pixels · mask, mask) through θ: (N, 3, H, W), (N, 1, H, W)."""
+        """Resample (pixels · mask, mask) through θ (N, 2, 3) finite: pixels (N, 3, H, W), mask (N, 1, H, W)."""
+        _checks.images_batch(pixels, "pixels")
+        _checks.masks(mask, "mask", like=pixels)
+        check_tensor(theta, "theta", shape="(N, 2, 3)", ndim=3)
+        if theta.shape != (len(mask), 2, 3):
+            raise ValueError(f"theta must be ({len(mask)}, 2, 3), one affine map per mask, got {tuple(theta.shape)}")
+        return SegmentTransformer._warp(pixels, mask, theta)
+
+    @staticmethod
+    def _warp(pixels, mask, theta):
         grid = F.affine_grid(theta, (len(mask), 4, *mask.shape[-2:]), align_corners=False)
         warped = F.grid_sample(torch.cat([pixels * mask, mask], 1), grid, mode="bilinear", padding_mode="zeros",
                                align_corners=False)
         return warped[:, :3], warped[:, 3:]
 
     def align(self, pixels, mask, target_mask, layout):
-        """(warped pixels, warped mask, θ)."""
+        """(warped pixels, warped mask, θ); inputs as :meth:`forward`."""
         theta = self(pixels, mask, target_mask, layout)
-        warped_pixels, warped_mask = self.warp(pixels, mask, theta)
+        warped_pixels, warped_mask = self._warp(pixels, mask, theta)
         return warped_pixels, warped_mask, theta
+
+
+def _check_transformer_inputs(num_classes, pixels, mask, target_mask, layout) -> None:
+    _checks.images_batch(pixels, "pixels")
+    _checks.masks(mask, "mask", like=pixels)
+    _checks.masks(target_mask, "target_mask", like=pixels)
+    _checks.layout(layout, num_classes)
+    _checks.same_batch("layout", layout, "pixels", pixels)
 
 
 MASK_LOSS_SCALES = (1, 4, 8)
@@ -621,7 +777,21 @@ def transformation_loss(warped_pixels, warped_mask, photo, target_mask) -> tuple
 
     where ↓s is s×s average pooling: the coarse scales still overlap when the
     segments are further apart than their own size, so the gradient reaches them.
+
+    warped_pixels, photo (N, 3, H, W) and warped_mask, target_mask (N, 1, H, W), finite, N ≥ 1,
+    H and W ≥ 8 (the coarsest scale).
     """
+    for name, value, channels in (("warped_pixels", warped_pixels, 3), ("warped_mask", warped_mask, 1),
+                                  ("photo", photo, 3), ("target_mask", target_mask, 1)):
+        check_tensor(value, name, shape=f"(N, {channels}, H, W)", ndim=4, channels=channels)
+        _checks.same_batch(name, value, "target_mask", target_mask) if name != "target_mask" else None
+    if min(target_mask.shape[-2:]) < max(MASK_LOSS_SCALES):
+        raise ValueError(f"target_mask H and W must be at least {max(MASK_LOSS_SCALES)} (the coarsest mask "
+                         f"scale), got {tuple(target_mask.shape[-2:])}")
+    return _transformation_loss(warped_pixels, warped_mask, photo, target_mask)
+
+
+def _transformation_loss(warped_pixels, warped_mask, photo, target_mask):
     area = target_mask.flatten(1).sum(1).clamp(min=1)
     photometric = (target_mask * (warped_pixels - photo).abs()).flatten(1).sum(1) / (3 * area)
     shape = 0
@@ -638,7 +808,11 @@ def random_affine(masks: torch.Tensor, rng: np.random.Generator, scale: float = 
                   rotation_degrees: float = 5.0, shift: float = 0.15) -> torch.Tensor:
     """A random affine map θ (N, 2, 3) per mask (N, 1, H, W), about the mask's centre:
     scale in 1 ± ``scale``, rotation in ±``rotation_degrees``, and a shift of up to
-    ``shift`` × the mask's box size in each direction."""
+    ``shift`` × the mask's box size in each direction. ``rng``: a NumPy Generator; the ranges ≥ 0."""
+    check_tensor(masks, "masks", shape="(N, 1, H, W)", ndim=4, channels=1, finite=False)
+    _checks.instance(rng, "rng", np.random.Generator, "a numpy.random.Generator")
+    for name, value in (("scale", scale), ("rotation_degrees", rotation_degrees), ("shift", shift)):
+        check_number(value, name, minimum=0.0)
     n, _, height, width = masks.shape
     thetas = []
     for k in range(n):
@@ -663,7 +837,10 @@ def random_affine(masks: torch.Tensor, rng: np.random.Generator, scale: float = 
 
 
 def cut_side(mask: torch.Tensor, rng: np.random.Generator, most: float = 0.3) -> torch.Tensor:
-    """Cut up to ``most`` of a mask's box off one random side: (N, 1, H, W) → same."""
+    """Cut up to ``most`` (in [0, 1]) of a mask's box off one random side: (N, 1, H, W) → same."""
+    check_tensor(mask, "mask", shape="(N, 1, H, W)", ndim=4, channels=1, finite=False)
+    _checks.instance(rng, "rng", np.random.Generator, "a numpy.random.Generator")
+    check_probability(most, "most")
     out = mask.clone()
     for n in range(len(mask)):
         ys, xs = torch.nonzero(mask[n, 0] > 0.5, as_tuple=True)
@@ -684,19 +861,30 @@ def cut_side(mask: torch.Tensor, rng: np.random.Generator, most: float = 0.3) ->
 
 def misaligned_batch(memory: SegmentMemory, step: int, batch_size: int, seed: int = 0) -> dict:
     """Training pairs for T: a real segment (the target) and a copy of it under a
-    random affine map with one side cut off (the 'retrieved' segment)."""
+    random affine map with one side cut off (the 'retrieved' segment). step ≥ 0, batch_size ≥ 1,
+    and a memory with at least one segment."""
+    _checks.instance(memory, "memory", SegmentMemory, "a SegmentMemory")
+    check_non_negative_int(step, "step"), check_positive_int(batch_size, "batch_size"), check_seed(seed)
+    if len(memory) == 0:
+        raise ValueError("memory must hold at least one segment to draw training pairs from")
     rng = np.random.default_rng([int(seed), int(step), 7])
     index = rng.integers(0, len(memory), batch_size)
     masks = torch.stack([memory.mask(int(i)) for i in index]).float()[:, None]
     photos = torch.stack([memory.images[int(memory.scene_ids[i])] for i in index]).float() / 255
     layouts = one_hot_layout(torch.stack([memory.labels[int(memory.scene_ids[i])] for i in index]).long())
-    pixels, moved = SegmentTransformer.warp(photos, masks, random_affine(masks, rng))
+    pixels, moved = SegmentTransformer._warp(photos, masks, random_affine(masks, rng))
     moved = cut_side((moved > 0.5).float(), rng)
     return {"pixels": pixels * moved, "mask": moved, "target_mask": masks, "photo": photos, "layout": layouts}
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of binary masks (N, …) → (N,)."""
+    """IoU of binary masks (N, …) → (N,); a and b of one shape, N ≥ 1."""
+    for name, value in (("a", a), ("b", b)):
+        check_tensor(value, name, shape="(N, …)", floating=False, finite=False)
+        if value.dim() < 2:
+            raise ValueError(f"{name} must be masks (N, …) with at least 2 dimensions, got {tuple(value.shape)}")
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     a, b = a.flatten(1) > 0.5, b.flatten(1) > 0.5
     return (a & b).sum(1).double() / (a | b).sum(1).clamp(min=1).double()
 
@@ -711,7 +899,8 @@ class OrderingNetwork(nn.Module):
 
     def __init__(self, num_classes: int = NUM_CLASSES, widths=(16, 32, 64, 64)):
         super().__init__()
-        self.num_classes = num_classes
+        self.num_classes = check_positive_int(num_classes, "num_classes")
+        _checks.widths(widths)
         self.encoder = _PooledEncoder(num_classes + 2, widths)
         self.head = nn.Linear(widths[-1], 1)
 
@@ -720,7 +909,15 @@ class OrderingNetwork(nn.Module):
         return self.head(self.encoder(x)).flatten()
 
     def forward(self, layout, mask_a, mask_b) -> torch.Tensor:
-        """Logit (N,) that object a is in front of object b."""
+        """Logit (N,) that object a is in front of object b: layout (N, C, H, W) one-hot, masks
+        (N, 1, H, W) in [0, 1], N ≥ 1, H and W at least 2^(stages + 1)."""
+        _checks.layout(layout, None)
+        for name, value in (("mask_a", mask_a), ("mask_b", mask_b)):
+            _checks.masks(value, name, channels=None, like=layout)
+        smallest = 2 ** (len(self.encoder.stages) // 2 + 1)
+        if min(layout.shape[-2:]) < smallest:
+            raise ValueError(f"layout H and W must be at least {smallest} for {len(self.encoder.stages) // 2} "
+                             f"pooling stages at ½ resolution, got {tuple(layout.shape[-2:])}")
         if layout.shape[1] != self.num_classes or mask_a.shape != mask_b.shape or mask_a.shape[1] != 1:
             raise ValueError(f"expected a layout (N, {self.num_classes}, H, W) and masks (N, 1, H, W); got "
                              f"{tuple(layout.shape)}, {tuple(mask_a.shape)}, {tuple(mask_b.shape)}")
@@ -746,7 +943,14 @@ class OrderingPairs:
         return len(self.scene)
 
     def batch(self, index) -> dict:
+        """The pairs ``index`` (integers in [0, len(self))): {layout, mask_a, mask_b, a_in_front}."""
         index = torch.as_tensor(index)
+        if index.is_floating_point() or index.dtype == torch.bool or index.numel() == 0:
+            raise ValueError(f"index must be a non-empty sequence of pair indices (integers), got {index.dtype} "
+                             f"{tuple(index.shape)}")
+        if int(index.min()) < 0 or int(index.max()) >= len(self):
+            raise ValueError(f"index must lie in [0, {len(self) - 1}] for {len(self)} pairs, got "
+                             f"[{int(index.min())}, {int(index.max())}]")
         scene = self.scene[index]
         instances = self.instances[scene]
         return {"layout": one_hot_layout(self.labels[scene].long()),
@@ -758,8 +962,10 @@ class OrderingPairs:
 def ordering_pairs(size, count: int, split: str = "train", seed: int = 0, near: int = 2) -> OrderingPairs:
     """All pairs of objects (cars, persons) in scenes 0 … ``count`` − 1 whose masks,
     grown by ``near`` pixels, touch: the pairs whose order matters when pasting.
-    Half of them, chosen at random, list the nearer object second."""
+    Half of them, chosen at random, list the nearer object second. count ≥ 1, near ≥ 0."""
     size = check_size(size)
+    check_positive_int(count, "count"), check_choice(split, "split", ("train", "test")), check_seed(seed)
+    check_non_negative_int(near, "near")
     ds = StreetScenes(size=size, seed=seed, split=split, length=count)
     rng = np.random.default_rng([seed, 11])
     labels = torch.empty(count, *size, dtype=torch.uint8)
@@ -787,7 +993,9 @@ def ordering_pairs(size, count: int, split: str = "train", seed: int = 0, near: 
 
 
 def ordering_accuracy(network: OrderingNetwork, pairs: OrderingPairs, batch_size: int = 64, device="cpu") -> dict:
-    """Accuracy of P(a ≻ b) > ½ on ``pairs``; also the logits and which pairs were wrong."""
+    """Accuracy of P(a ≻ b) > ½ on ``pairs``; also the logits and which pairs were wrong (NaN for no pairs)."""
+    _checks.module(network, "network", OrderingNetwork), _checks.instance(pairs, "pairs", OrderingPairs)
+    check_positive_int(batch_size, "batch_size"), check_device(device)
     logits = []
     network.eval()
     with torch.no_grad():
@@ -804,6 +1012,7 @@ def ordering_accuracy(network: OrderingNetwork, pairs: OrderingPairs, batch_size
 def bottom_edge_rule(pairs: OrderingPairs) -> dict:
     """The one-line baseline: on a flat street seen from eye height, the object whose
     lowest pixel is lower in the image stands nearer. Accuracy on ``pairs`` (ties count as wrong)."""
+    _checks.instance(pairs, "pairs", OrderingPairs)
     rows = torch.arange(pairs.labels.shape[-2])[:, None]
     correct = []
     for scene, a, b, truth in zip(pairs.scene.tolist(), pairs.a.tolist(), pairs.b.tolist(), pairs.a_in_front.tolist()):
@@ -827,6 +1036,7 @@ class SynthesisNetwork(nn.Module):
 
     def __init__(self, size=(64, 128), widths=(32, 64, 96, 128, 128), num_classes: int = NUM_CLASSES):
         super().__init__()
+        _checks.widths(widths), check_positive_int(num_classes, "num_classes")
         self.size, self.num_classes = check_size(size), num_classes
         factor = 2 ** (len(widths) - 1)
         if self.size[0] % factor or self.size[1] % factor:
@@ -866,15 +1076,37 @@ class SynthesisNetwork(nn.Module):
         return self(layout, canvas, mask)[0].clamp(0, 1)[:, None]
 
 
+def _check_synthesis_inputs(self, layout, canvas, mask) -> None:
+    """layout (N, C, H, W) one-hot at the network's size, canvas (N, 3, H, W) in [0, 1] and mask
+    (N, 1, H, W) in [0, 1], finite, N ≥ 1 and the same N."""
+    _checks.layout(layout, self.num_classes, self.size)
+    _checks.images_batch(canvas, "canvas")
+    check_tensor(mask, "mask", shape="(N, 1, H, W)", ndim=4, value_range=(0.0, 1.0), tolerance=0.0)
+    for name, value in (("canvas", canvas), ("mask", mask)):
+        _checks.same_batch(name, value, "layout", layout, spatial=False)
+
+
+# the chapter displays forward: its input checks are attached here, outside its source
+SynthesisNetwork.forward = _checks.checked(_check_synthesis_inputs)(SynthesisNetwork.forward)
+
+
 class SIMSTrainer(nn.Module):
     """G and its loss in one module (the loss' layer weights are buffers, so ``fit`` checkpoints them)."""
 
     def __init__(self, network: SynthesisNetwork, loss: FeatureMatchingLoss,
                  cross_entropy_weight: float = CROSS_ENTROPY_WEIGHT):
         super().__init__()
+        _checks.module(network, "network", SynthesisNetwork), _checks.module(loss, "loss", FeatureMatchingLoss)
+        check_number(cross_entropy_weight, "cross_entropy_weight", minimum=0.0)
         self.network, self.criterion, self.cross_entropy_weight = network, loss, cross_entropy_weight
 
     def forward(self, batch: dict):
+        """batch {layout, image (N, 3, H, W), label (N, H, W) class ids, canvas, mask} → (loss, logs)."""
+        _checks.batch(batch, ("layout", "image", "label", "canvas", "mask"))
+        label = check_label_map(batch["label"], "label", num_classes=self.network.num_classes, ndim=(3,))
+        if isinstance(batch["layout"], torch.Tensor) and label.shape != batch["layout"].shape[:1] + batch["layout"].shape[2:]:
+            raise ValueError(f"label {tuple(label.shape)} must be the layout's (N, H, W) "
+                             f"{tuple(batch['layout'].shape[:1] + batch['layout'].shape[2:])}")
         image, logits = self.network(batch["layout"], batch["canvas"], batch["mask"])
         matching, logs = self.criterion(image[:, None], batch["image"], batch["layout"])
         cross_entropy = F.cross_entropy(logits, batch["label"])
@@ -891,6 +1123,13 @@ def reinhard_transfer_lab(lab: torch.Tensor, source_stats: torch.Tensor, target_
     lab (3, n) values; stats (6,) as :func:`lab_statistics`. The result has the
     target's mean and standard deviation exactly (σ_src = 0 is treated as 1).
     """
+    check_tensor(lab, "lab", shape="(3, n)", ndim=2, channels=None)
+    if lab.shape[0] != 3:
+        raise ValueError(f"lab must be (3, n) Lab values, got {tuple(lab.shape)}")
+    for name, stats in (("source_stats", source_stats), ("target_stats", target_stats)):
+        check_tensor(stats, name, shape="(6,)", ndim=1)
+        if stats.shape != (6,):
+            raise ValueError(f"{name} must be (6,): μ_L, μ_a, μ_b, σ_L, σ_a, σ_b, got {tuple(stats.shape)}")
     mean_s, std_s = source_stats[:3, None], source_stats[3:, None].clamp(min=1e-6)
     mean_t, std_t = target_stats[:3, None], target_stats[3:, None]
     return (lab - mean_s) / std_s * std_t + mean_t
@@ -898,7 +1137,20 @@ def reinhard_transfer_lab(lab: torch.Tensor, source_stats: torch.Tensor, target_
 
 def colour_transfer(image: torch.Tensor, mask: torch.Tensor, target_stats: torch.Tensor) -> torch.Tensor:
     """Recolour the pixels of ``image`` (3, H, W) inside ``mask`` (H, W) to the Lab
-    statistics ``target_stats``; returns a new image in [0, 1]."""
+    statistics ``target_stats`` (6,) (see :func:`lab_statistics`); returns a new image in [0, 1]."""
+    import kornia
+
+    _checks.images_batch(image, "image", ndim=(3,))
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != image.shape[-2:]:
+        got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"mask must be a bool (H, W) map of the image's size {tuple(image.shape[-2:])}, got {got}")
+    check_tensor(target_stats, "target_stats", shape="(6,)", ndim=1)
+    if target_stats.shape != (6,):
+        raise ValueError(f"target_stats must be (6,): μ_L, μ_a, μ_b, σ_L, σ_a, σ_b, got {tuple(target_stats.shape)}")
+    return _colour_transfer(image, mask, target_stats)
+
+
+def _colour_transfer(image, mask, target_stats):
     import kornia
 
     lab = kornia.color.rgb_to_lab(image[None].float())[0]
@@ -912,7 +1164,10 @@ def colour_transfer(image: torch.Tensor, mask: torch.Tensor, target_stats: torch
 
 
 def label_boundaries(label: torch.Tensor) -> torch.Tensor:
-    """(H, W) bool: pixels with a 4-neighbour of another class."""
+    """(H, W) bool: pixels with a 4-neighbour of another class, for an (H, W) label map."""
+    if not isinstance(label, torch.Tensor) or label.dim() != 2 or label.is_floating_point():
+        got = f"{label.dtype} {tuple(label.shape)}" if isinstance(label, torch.Tensor) else type(label).__name__
+        raise ValueError(f"label must be an (H, W) integer tensor, got {got}")
     edge = torch.zeros(label.shape, dtype=torch.bool)
     horizontal = label[:, 1:] != label[:, :-1]
     vertical = label[1:] != label[:-1]
@@ -924,7 +1179,11 @@ def label_boundaries(label: torch.Tensor) -> torch.Tensor:
 
 
 def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Square dilation of a bool mask (…, H, W) by ``radius`` pixels."""
+    """Square dilation of a bool mask (…, H, W) by ``radius`` ≥ 0 pixels."""
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() < 2:
+        got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"mask must be a bool tensor (…, H, W), got {got}")
+    check_non_negative_int(radius, "radius")
     if radius <= 0:
         return mask.clone()
     shape = mask.shape
@@ -936,7 +1195,10 @@ def elision_mask(label: torch.Tensor, rng: np.random.Generator, band: float = EL
                  fraction: float = ELISION_FRACTION) -> torch.Tensor:
     """The pixels boundary elision removes: the label boundaries grown to a band of
     side ⌈band·H⌉, cut into blocks of that side; a random ``fraction`` of the blocks is
-    removed. Returns the removed pixels, (H, W) bool."""
+    removed. Returns the removed pixels, (H, W) bool. ``band`` in (0, 1], ``fraction`` in [0, 1]."""
+    label_boundaries(label)   # checks the label map
+    _checks.instance(rng, "rng", np.random.Generator, "a numpy.random.Generator")
+    check_number(band, "band", minimum=0.0, maximum=1.0, strict_minimum=True), check_probability(fraction, "fraction")
     height, width = label.shape
     side = max(1, int(np.ceil(band * height)))
     region = dilate(label_boundaries(label), side // 2)
@@ -966,7 +1228,16 @@ class SimulatedCanvases:
     @classmethod
     def build(cls, memory: SegmentMemory, seed: int = 0, pool: int = RETRIEVAL_POOL_SCENES,
               progress: bool = False, only_scenes=None) -> "SimulatedCanvases":
-        """``only_scenes``: stencil just these scenes (for a quick look; the others stay empty)."""
+        """``only_scenes``: stencil just these scenes (for a quick look; the others stay empty), scene
+        indices of the memory. ``pool`` ≥ 1 scenes to retrieve from."""
+        _checks.instance(memory, "memory", SegmentMemory, "a SegmentMemory")
+        check_seed(seed), check_positive_int(pool, "pool")
+        if only_scenes is not None:
+            if isinstance(only_scenes, (str, bytes)) or not hasattr(only_scenes, "__iter__"):
+                raise ValueError(f"only_scenes must be a list of scene indices or None, got {only_scenes!r}")
+            only_scenes = list(only_scenes)
+            for scene in only_scenes:
+                check_int(scene, "only_scenes[…]", minimum=0, maximum=len(memory.labels) - 1)
         scenes = len(memory.labels)
         stencils = torch.zeros(memory.labels.shape, dtype=torch.bool)
         stats = memory.lab_stats.clone()
@@ -1001,7 +1272,11 @@ class SimulatedCanvases:
 
     def canvas(self, scene: int, rng: np.random.Generator, simulations=SIMULATIONS,
                colour_probability: float = COLOUR_TRANSFER_PROBABILITY) -> tuple[torch.Tensor, torch.Tensor]:
-        """One simulated (canvas (3, H, W), filled mask (H, W) bool) of training scene ``scene``."""
+        """One simulated (canvas (3, H, W), filled mask (H, W) bool) of training scene ``scene``.
+        ``simulations``: a list of some of :data:`SIMULATIONS`; ``colour_probability`` in [0, 1]."""
+        check_int(scene, "scene", minimum=0, maximum=len(self.memory.labels) - 1)
+        _checks.instance(rng, "rng", np.random.Generator, "a numpy.random.Generator")
+        _checks.names(simulations, "simulations"), check_probability(colour_probability, "colour_probability")
         unknown = set(simulations) - set(SIMULATIONS)
         if unknown:
             raise ValueError(f"unknown simulations {sorted(unknown)}; expected a subset of {SIMULATIONS}")
@@ -1021,7 +1296,12 @@ class SimulatedCanvases:
 
     def batch(self, step: int, batch_size: int, seed: int = 0, simulations=SIMULATIONS) -> dict:
         """Training batch of step ``step`` (a function of seed and step): {layout, image, label,
-        canvas (B, 3, H, W), mask (B, 1, H, W)}, with random horizontal flips."""
+        canvas (B, 3, H, W), mask (B, 1, H, W)}, with random horizontal flips. step ≥ 0, batch_size ≥ 1."""
+        check_non_negative_int(step, "step"), check_positive_int(batch_size, "batch_size"), check_seed(seed)
+        _checks.names(simulations, "simulations")
+        unknown = set(simulations) - set(SIMULATIONS)
+        if unknown:
+            raise ValueError(f"unknown simulations {sorted(unknown)}; expected a subset of {SIMULATIONS}")
         rng = np.random.default_rng([int(seed), int(step), 5])
         scenes = rng.integers(0, len(self.memory.labels), batch_size)
         canvases, masks = zip(*(self.canvas(int(s), rng, simulations) for s in scenes))
@@ -1061,7 +1341,17 @@ def paste_order(query: QueryLayout, regions: torch.Tensor, orderer: OrderingNetw
     objects j whose paste regions overlap i's (so an object with many
     neighbours does not outrank one it is behind); objects that overlap
     nothing keep rank ½. Without one, the objects come in a random order.
+
+    ``regions`` (n, H, W) bool: where each of the n components is pasted.
     """
+    _checks.instance(query, "query", QueryLayout)
+    _checks.module(orderer, "orderer", OrderingNetwork, allow_none=True)
+    _checks.instance(rng, "rng", np.random.Generator, "a numpy.random.Generator")
+    if not isinstance(regions, torch.Tensor) or regions.dtype != torch.bool \
+            or regions.shape != (len(query), *query.label.shape):
+        got = f"{regions.dtype} {tuple(regions.shape)}" if isinstance(regions, torch.Tensor) else type(regions).__name__
+        raise ValueError(f"regions must be bool ({len(query)}, {query.label.shape[0]}, {query.label.shape[1]}), one "
+                         f"map per component, got {got}")
     areas = [int(query.mask(k).sum()) for k in range(len(query))]
     stuff = [k for k in range(len(query)) if int(query.class_ids[k]) not in INSTANCE_CLASSES]
     things = [k for k in range(len(query)) if int(query.class_ids[k]) in INSTANCE_CLASSES]
@@ -1089,7 +1379,8 @@ def paste_order(query: QueryLayout, regions: torch.Tensor, orderer: OrderingNetw
 
 def retrieve_for_layout(label, memory: SegmentMemory, score: str = "mask+context", rank: int = 0):
     """(query layout, retrieved memory index per component or None, its score): the search
-    half of :func:`build_canvas`. ``rank``-th best per component, the last one when fewer."""
+    half of :func:`build_canvas`. ``rank``-th best per component (``rank`` ≥ 0), the last one when fewer."""
+    check_score(score), check_non_negative_int(rank, "rank")
     query = query_layout(label, memory)
     retrieved, scores = [], []
     for k in range(len(query)):
@@ -1113,8 +1404,17 @@ def build_canvas(label, memory: SegmentMemory, transformer: SegmentTransformer |
     pasted where its warped mask is on and within ``paste_margin`` pixels of
     its component. ``retrieval``: the (query, retrieved, scores) of an earlier
     call with the same label, score and rank (:func:`retrieve_for_layout`), to skip the search.
+    ``paste_margin`` ≥ 0 and ``rank`` ≥ 0 integers.
     """
-    check_score(score)
+    check_score(score), check_non_negative_int(rank, "rank"), check_non_negative_int(paste_margin, "paste_margin")
+    check_seed(seed)
+    _checks.module(transformer, "transformer", SegmentTransformer, allow_none=True)
+    _checks.module(orderer, "orderer", OrderingNetwork, allow_none=True)
+    _checks.instance(memory, "memory", SegmentMemory, "a SegmentMemory")
+    if retrieval is not None and (not isinstance(retrieval, tuple) or len(retrieval) != 3
+                                  or not isinstance(retrieval[0], QueryLayout)):
+        raise ValueError("retrieval must be None or the (query, retrieved, scores) of retrieve_for_layout, got "
+                         f"{type(retrieval).__name__}")
     query, retrieved, scores = retrieval or retrieve_for_layout(label, memory, score, rank)
     height, width = memory.size
     n = len(query)
@@ -1137,10 +1437,10 @@ def build_canvas(label, memory: SegmentMemory, transformer: SegmentTransformer |
             device = next(transformer.parameters()).device
             with torch.no_grad():
                 t = transformer(pixels.to(device), masks.to(device), targets.to(device), layout.to(device)).cpu()
-            warped_pixels, warped_masks = SegmentTransformer.warp(pixels, masks, t)
+            warped_pixels, warped_masks = SegmentTransformer._warp(pixels, masks, t)
             theta[have] = t
         else:
-            warped_pixels, warped_masks = SegmentTransformer.warp(pixels, masks, theta[have])
+            warped_pixels, warped_masks = SegmentTransformer._warp(pixels, masks, theta[have])
         iou_after[have] = mask_iou(warped_masks, targets)
         on = (warped_masks[:, 0] > 0.5) & dilate(targets[:, 0] > 0.5, paste_margin)
         regions[have] = on
@@ -1156,8 +1456,13 @@ def build_canvas(label, memory: SegmentMemory, transformer: SegmentTransformer |
 def coverage(canvases: list[Canvas]) -> dict:
     """How much of the layouts the canvases fill: ``filled`` over all pixels,
     ``small_component_pixels`` (the share of pixels in components below the
-    minimum area, never retrieved), and ``per_class`` (filled share of each class' pixels)."""
+    minimum area, never retrieved), and ``per_class`` (filled share of each class' pixels). At least one canvas."""
     from ..data import CLASS_NAMES
+
+    if not _checks.names(canvases, "canvases"):
+        raise ValueError("canvases must hold at least one Canvas of build_canvas, got an empty list")
+    for canvas in canvases:
+        _checks.instance(canvas, "canvases[…]", Canvas, "a Canvas of build_canvas")
 
     filled = small = total = 0
     hit, count = np.zeros(NUM_CLASSES), np.zeros(NUM_CLASSES)

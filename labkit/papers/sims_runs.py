@@ -36,18 +36,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checks import check_device, check_non_negative_int, check_path, check_positive_int, check_seed
 from ..claims import check_claims, verdict
 from ..checkpoints import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
-from ..data import render_batch
+from ..data import NUM_CLASSES, check_label_map, render_batch
 from ..features import load_feature_extractor
 from ..networks import count_parameters
 from ..synthesis import evaluate_synthesis, real_scene_scores, training_scenes
 from ..train import (REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile,
                      setup)
+from . import _checks
 from .crn import FeatureMatchingLoss
 from .sims import (CHAPTER, MODEL_NAMES, PROFILES, SIMULATIONS, OrderingNetwork, SegmentMemory, SegmentTransformer,
                    SimulatedCanvases, SIMSTrainer, SynthesisNetwork, build_canvas, coverage, misaligned_batch,
-                   bottom_edge_rule, mask_iou, ordering_accuracy, ordering_pairs, query_layout, retrieve, retrieve_loop,
+                   bottom_edge_rule, check_score, mask_iou, ordering_accuracy, ordering_pairs, query_layout, retrieve,
+                   retrieve_loop,
                    retrieve_for_layout,
                    transformation_loss)
 
@@ -58,23 +61,33 @@ COMMITTED_RECORD = REPO_ROOT / "reports" / "book" / CHAPTER / "metrics.json"
 
 
 def check_model_name(name: str) -> str:
-    if name not in MODEL_NAMES + BASELINES:
+    if not isinstance(name, str) or name not in MODEL_NAMES + BASELINES:
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES + BASELINES}")
     return name
 
 
+def check_profile(profile: str) -> str:
+    """One of the chapter's profile names."""
+    if not isinstance(profile, str) or profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
+    return profile
+
+
 def simulations_of(name: str) -> tuple[str, ...]:
     """The canvas simulations model ``name``'s synthesis network trains with."""
+    check_model_name(name)
     return tuple(s for s in SIMULATIONS if name != f"sims_no_{s}")
 
 
 def network_of(name: str) -> str:
     """The synthesis network a model uses: its own if it retrains one, else ``sims``'."""
+    check_model_name(name)
     return name if name in TRAINED_MODELS else "sims"
 
 
 def canvas_options(name: str) -> dict:
     """How model ``name`` builds its test canvases."""
+    check_model_name(name)
     return {"score": "mask" if name == "sims_mask_only_retrieval" else "mask+context",
             "transform": name != "sims_no_transformation", "order": name != "sims_no_ordering"}
 
@@ -84,6 +97,7 @@ _MEMORY: dict = {}
 
 def training_memory(settings: dict, seed: int = 0, progress: bool = False) -> SegmentMemory:
     """The memory of the first ``memory_scenes`` training scenes (built once per process)."""
+    _checks.profile_settings(settings, PROFILES, ("size", "grid", "memory_scenes")), check_seed(seed)
     key = (tuple(settings["size"]), tuple(settings["grid"]), settings["memory_scenes"], seed)
     if key not in _MEMORY:
         scenes = training_scenes(settings["size"], settings["memory_scenes"], seed=seed)
@@ -137,7 +151,14 @@ class _OrderingTrainer(torch.nn.Module):
         return loss, {"accuracy": float(((logits > 0).float() == batch["a_in_front"]).float().mean())}
 
 
+def _check_training(settings, device, run_dir, max_minutes, seed):
+    _checks.profile_settings(settings, PROFILES), _checks.minutes(max_minutes), check_seed(seed)
+    return check_device(device), check_path(run_dir, "run_dir")
+
+
 def train_transformer(settings: dict, device, run_dir: Path, max_minutes=None, progress=True, seed: int = 0):
+    """Train (or resume, or load) the spatial transformer; returns (transformer in eval mode, FitResult)."""
+    device, run_dir = _check_training(settings, device, run_dir, max_minutes, seed)
     memory = training_memory(settings, seed, progress)
     transformer = SegmentTransformer(widths=settings["transformer_widths"], crop=settings["transformer_crop"]).to(device)
     optimizer = torch.optim.Adam(transformer.parameters(), lr=settings["transformer_learning_rate"])
@@ -155,6 +176,8 @@ def train_transformer(settings: dict, device, run_dir: Path, max_minutes=None, p
 
 
 def train_orderer(settings: dict, device, run_dir: Path, max_minutes=None, progress=True, seed: int = 0):
+    """Train (or resume, or load) the ordering network; returns (network in eval mode, FitResult, pairs)."""
+    device, run_dir = _check_training(settings, device, run_dir, max_minutes, seed)
     pairs = ordering_pairs(settings["size"], settings["ordering_scenes"][0], split="train", seed=seed)
     network = OrderingNetwork(widths=settings["ordering_widths"]).to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=settings["learning_rate"])
@@ -175,8 +198,9 @@ def train_orderer(settings: dict, device, run_dir: Path, max_minutes=None, progr
 def train_synthesis(name: str, settings: dict, device, run_dir: Path, max_minutes=None, progress=True,
                     seed: int = 0):
     """Train the synthesis network of ``name`` (one of :data:`TRAINED_MODELS`) on simulated canvases."""
-    if name not in TRAINED_MODELS:
+    if not isinstance(name, str) or name not in TRAINED_MODELS:
         raise ValueError(f"{name!r} trains no synthesis network of its own; expected one of {TRAINED_MODELS}")
+    device, run_dir = _check_training(settings, device, run_dir, max_minutes, seed)
     memory = training_memory(settings, seed, progress)
     canvases = _simulated(memory, seed, progress)
     simulations = simulations_of(name)
@@ -216,10 +240,17 @@ class CanvasCache:
     """Test canvases per (layout, canvas options), so the models that share canvases build them once."""
 
     def __init__(self, memory: SegmentMemory, transformer, orderer, paste_margin: int, seed: int = 0):
+        _checks.instance(memory, "memory", SegmentMemory, "a SegmentMemory")
+        _checks.module(transformer, "transformer", SegmentTransformer, allow_none=True)
+        _checks.module(orderer, "orderer", OrderingNetwork, allow_none=True)
+        check_non_negative_int(paste_margin, "paste_margin"), check_seed(seed)
         self.memory, self.transformer, self.orderer = memory, transformer, orderer
         self.paste_margin, self.seed, self.store, self.searches = paste_margin, seed, {}, {}
 
     def get(self, label: torch.Tensor, score="mask+context", transform=True, order=True):
+        """The canvas of ``label`` (H, W) class ids at the memory's size, built once per options."""
+        label = check_label_map(label, "label", ndim=(2,))
+        check_score(score), _checks.flag(transform, "transform"), _checks.flag(order, "order")
         layout_key = label.numpy().tobytes()
         key = (layout_key, score, transform, order)
         if key not in self.store:
@@ -236,8 +267,12 @@ def sims_sampler(name: str, network: SynthesisNetwork | None, cache: CanvasCache
     """layout (N, C, H, W) → (N, 1, 3, H, W): model ``name`` on its own canvases.
     ``canvas_only`` (network None) returns the canvas itself, holes black."""
     options = canvas_options(name)
+    _checks.module(network, "network", SynthesisNetwork, allow_none=name == "canvas_only")
+    _checks.instance(cache, "cache", CanvasCache)
+    device = check_device(device)
 
     def sample(layout):
+        _checks.layout(layout, NUM_CLASSES, cache.memory.size)
         labels = layout.argmax(1).cpu()
         built = [cache.get(label, **options) for label in labels]
         canvas = torch.stack([c.canvas for c in built]).to(device)
@@ -251,6 +286,13 @@ def sims_sampler(name: str, network: SynthesisNetwork | None, cache: CanvasCache
 
 
 def context_iou(query_context: torch.Tensor, context: torch.Tensor) -> float:
+    """IoU of two grid contexts (gh·gw,) of class ids, 255 = not context: agreeing cells over either's."""
+    for name, value in (("query_context", query_context), ("context", context)):
+        if not isinstance(value, torch.Tensor) or value.dim() != 1 or value.is_floating_point():
+            raise ValueError(f"{name} must be an integer tensor (gh·gw,), got "
+                             f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
+    if query_context.shape != context.shape:
+        raise ValueError(f"query_context {tuple(query_context.shape)} and context {tuple(context.shape)} must match")
     in_query, in_candidate = query_context != 255, context != 255
     agree = int((in_query & in_candidate & (query_context == context)).sum())
     return agree / max(int((in_query | in_candidate).sum()), 1)
@@ -258,7 +300,10 @@ def context_iou(query_context: torch.Tensor, context: torch.Tensor) -> float:
 
 def retrieval_quality(canvases, memory: SegmentMemory) -> dict:
     """Mean over retrieved components of the full-resolution mask IoU with the query
-    component and the grid context IoU of the retrieved segment."""
+    component and the grid context IoU of the retrieved segment (at least one retrieved segment)."""
+    if not _checks.names(canvases, "canvases"):
+        raise ValueError("canvases must hold at least one Canvas, got an empty list")
+    _checks.instance(memory, "memory", SegmentMemory, "a SegmentMemory")
     masks, contexts = [], []
     for c in canvases:
         for k, index in enumerate(c.retrieved):
@@ -266,6 +311,8 @@ def retrieval_quality(canvases, memory: SegmentMemory) -> dict:
                 continue
             masks.append(float(c.iou_before[k]))
             contexts.append(context_iou(c.query.grid_context[k], memory.grid_context[index]))
+    if not masks:
+        raise ValueError("canvases retrieved no segment at all: there is no retrieval to rate")
     return {"mask_iou": float(np.mean(masks)), "context_iou": float(np.mean(contexts)), "segments": len(masks)}
 
 
@@ -276,6 +323,8 @@ def benchmark_retrieval(settings: dict, seed: int = 0, progress: bool = True) ->
     (real segments, no copies); the queries are every component of the first
     ``retrieval_queries`` test layouts. Times are per query, in milliseconds.
     """
+    _checks.profile_settings(settings, PROFILES, ("size", "grid", "memory_scenes", "retrieval_sizes", "top_k",
+                                                   "retrieval_queries")), check_seed(seed)
     sizes = settings["retrieval_sizes"]
     per_scene = max(1.0, len(training_memory(settings, seed)) / settings["memory_scenes"])
     scenes = int(np.ceil(max(sizes) / per_scene * 1.05)) + 8
@@ -309,7 +358,10 @@ def benchmark_retrieval(settings: dict, seed: int = 0, progress: bool = True) ->
 
 def evaluate_transformer(transformer: SegmentTransformer, settings: dict, seed: int = 0, batches: int = 8) -> dict:
     """Mask IoU with the target before and after alignment, on simulated misalignments
-    of *test* segments (a memory of test scenes, never trained on)."""
+    of *test* segments (a memory of test scenes, never trained on). ``batches`` ≥ 1 of 16 pairs."""
+    _checks.module(transformer, "transformer", SegmentTransformer)
+    _checks.profile_settings(settings, PROFILES, ("size", "grid", "eval_scenes"))
+    check_seed(seed), check_positive_int(batches, "batches")
     test_memory = SegmentMemory.from_scenes(settings["size"], max(8, settings["eval_scenes"] // 4), settings["grid"],
                                             seed=seed, split="test")
     before, after = [], []
@@ -348,6 +400,7 @@ def _training_record(run_dir: Path, network: str, result, make_info) -> dict:
 def default_models(profile: str) -> tuple[str, ...]:
     """Every model; the CRN-chapter baselines only where their exports match the profile's size
     (the smoke profile's 32×64 has none)."""
+    check_profile(profile)
     return MODEL_NAMES if profile == "smoke" else MODEL_NAMES + BASELINES
 
 
@@ -359,13 +412,15 @@ def run(profile: str = "book", parts=PARTS, models=None, device="auto",
     ``max_minutes`` is the training budget of *each* network in this call.
     ``export``: True writes ``checkpoints/sims_<profile>.pt``, a path writes there.
     """
-    settings = select_profile(PROFILES, profile)
-    unknown = sorted(set(parts) - set(PARTS))
+    settings = select_profile(PROFILES, check_profile(profile))
+    unknown = sorted(map(str, set(_checks.names(parts, "parts")) - set(PARTS)))
     if unknown:
         raise ValueError(f"unknown parts {unknown}; expected some of {PARTS}")
-    models = [check_model_name(name) for name in (default_models(profile) if models is None else models)]
-    device = choose_device(device) if isinstance(device, str) else torch.device(device)
-    run_dir = Path(run_dir) if run_dir is not None else reports_dir(profile, CHAPTER)
+    models = [check_model_name(name) for name in (default_models(profile) if models is None
+                                                  else _checks.names(models, "models"))]
+    device = check_device(device)
+    _checks.minutes(max_minutes), _checks.export_target(export), check_seed(seed)
+    run_dir = check_path(run_dir, "run_dir") if run_dir is not None else reports_dir(profile, CHAPTER)
     command = f"python -m labkit.papers.sims_runs --profile {profile}"
 
     def info(started, **extra):
@@ -496,6 +551,9 @@ SAMPLE_SCENES = 3
 
 def save_canvas_figure(network, cache: CanvasCache, settings: dict, path, device, seed: int = 0) -> Path:
     """A PNG of layout → canvas → SIMS output for the first test layouts."""
+    _checks.module(network, "network", SynthesisNetwork), _checks.instance(cache, "cache", CanvasCache)
+    _checks.profile_settings(settings, PROFILES, ("size",))
+    path, device, seed = check_path(path, "path"), check_device(device), check_seed(seed)
 
     import matplotlib
     import matplotlib.pyplot as plt
@@ -524,6 +582,7 @@ def save_canvas_figure(network, cache: CanvasCache, settings: dict, path, device
 
 
 def exported_path(profile: str) -> Path:
+    check_profile(profile)
     return REPO_ROOT / "checkpoints" / f"sims_{profile}.pt"
 
 
@@ -534,6 +593,11 @@ def _half(module) -> dict:
 def export_models(network: SynthesisNetwork, transformer: SegmentTransformer, orderer: OrderingNetwork,
                   settings: dict, path) -> Path:
     """The three trained networks in float16, with the profile's settings."""
+    _checks.module(network, "network", SynthesisNetwork)
+    _checks.module(transformer, "transformer", SegmentTransformer)
+    _checks.module(orderer, "orderer", OrderingNetwork)
+    _checks.profile_settings(settings, PROFILES, EXPORT_SETTINGS)
+    path = check_path(path, "path")
     plain = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
     return save_checkpoint(path, {"kind": "sims-networks", "settings": plain, "synthesis": _half(network),
                                   "transformer": _half(transformer), "ordering": _half(orderer)})
@@ -541,7 +605,7 @@ def export_models(network: SynthesisNetwork, transformer: SegmentTransformer, or
 
 def load_models(path, device="cpu") -> tuple[SynthesisNetwork, SegmentTransformer, OrderingNetwork, dict]:
     """(synthesis network, transformer, ordering network, settings) from an export, in eval mode."""
-    path = Path(path)
+    path, device = check_path(path, "path"), check_device(device)
     if not path.is_file():
         raise FileNotFoundError(f"no exported SIMS networks at {path}; train them with "
                                 "`python -m labkit.papers.sims_runs --profile book --export`")
@@ -549,14 +613,20 @@ def load_models(path, device="cpu") -> tuple[SynthesisNetwork, SegmentTransforme
     if state.get("kind") != "sims-networks" or not {"synthesis", "transformer", "ordering", "settings"} <= set(state):
         raise CheckpointError(f"{path} is not an export of the SIMS networks "
                               "(expected keys kind, settings, synthesis, transformer, ordering)")
+    if not isinstance(state["settings"], dict):
+        raise CheckpointError(f"{path}: settings must be a dict, got {type(state['settings']).__name__}")
     settings = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state["settings"].items()}
-    networks = (SynthesisNetwork(settings["size"], settings["synthesis_widths"]),
-                SegmentTransformer(widths=settings["transformer_widths"], crop=settings["transformer_crop"]),
-                OrderingNetwork(widths=settings["ordering_widths"]))
+    try:
+        _checks.profile_settings(settings, PROFILES, EXPORT_SETTINGS)
+        networks = (SynthesisNetwork(settings["size"], settings["synthesis_widths"]),
+                    SegmentTransformer(widths=settings["transformer_widths"], crop=settings["transformer_crop"]),
+                    OrderingNetwork(widths=settings["ordering_widths"]))
+    except ValueError as error:
+        raise CheckpointError(f"{path} holds settings these networks cannot be built from: {error}") from error
     for network, key in zip(networks, ("synthesis", "transformer", "ordering")):
         try:
             network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state[key].items()})
-        except RuntimeError as error:
+        except (RuntimeError, AttributeError) as error:
             raise CheckpointError(f"{path}: the {key} weights do not fit: {str(error).splitlines()[0]}") from error
         network.to(device).eval()
     return (*networks, settings)
@@ -564,8 +634,8 @@ def load_models(path, device="cpu") -> tuple[SynthesisNetwork, SegmentTransforme
 
 def merge_records(profile: str, run_dir, device, seed: int = 0) -> dict:
     """Rebuild ``<run dir>/metrics.json`` from ``models/*.json`` and ``parts/*.json``."""
-    settings = select_profile(PROFILES, profile)
-    run_dir = Path(run_dir)
+    settings = select_profile(PROFILES, check_profile(profile))
+    run_dir, device, seed = _checks.run_folder(run_dir), check_device(device), check_seed(seed)
     models = {p.stem: read_json(p) for p in sorted((run_dir / "models").glob("*.json"))}
     parts = {p.stem: read_json(p) for p in sorted((run_dir / "parts").glob("*.json"))}
     metrics = {name: r["metrics"] for name, r in models.items()}
@@ -592,6 +662,9 @@ def merge_records(profile: str, run_dir, device, seed: int = 0) -> dict:
     return record
 
 
+EXPORT_SETTINGS = ("size", "synthesis_widths", "transformer_widths", "transformer_crop", "ordering_widths")
+"""What :func:`load_models` builds the networks from: an export's settings must hold them."""
+
 REQUIRED = ("ordering_accuracy", "retrieval", "transformation", "canvas")
 """Besides every model of :data:`MODEL_NAMES`; the CRN-chapter baselines are optional (the claims
 that need them are then "not measured")."""
@@ -599,6 +672,9 @@ that need them are then "not measured")."""
 
 def read_record(profile: str, run_dir=None) -> dict:
     """The recorded runs of ``profile``: the committed book record, or ``<run dir>/metrics.json``."""
+    check_profile(profile)
+    if run_dir is not None:
+        check_path(run_dir, "run_dir")
     path = (COMMITTED_RECORD if profile == "book" and run_dir is None
             else Path(run_dir or reports_dir(profile, CHAPTER)) / "metrics.json")
     record = read_json(path)
@@ -623,6 +699,7 @@ def claims(record: dict) -> list[dict]:
     and higher FCN-mIoU are better. CRN is read at its best output slot (SPADE
     scored the single image of each method) and pooled over its K outputs.
     """
+    _checks.record(record)
     m = record["metrics"]
 
     def fid(name, best=False):
