@@ -47,8 +47,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_int, check_number, check_pair, check_positive_int, check_probability, check_tensor
 from ..data import check_images
 from ..features import FeatureExtractor
+from . import _checks
 
 CHAPTER = "srn"
 CONTEXT_BLEND = 0.5            # ρ (``fa_alpha`` in the official code)
@@ -172,14 +174,15 @@ def expansion_factors(placement: str) -> tuple[int, int]:
 
 
 def check_placement(placement: str) -> str:
-    if placement not in PLACEMENTS:
+    if not isinstance(placement, str) or placement not in PLACEMENTS:
         raise ValueError(f"unknown placement {placement!r}; expected one of {PLACEMENTS}")
     return placement
 
 
 def known_box(size, placement: str) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of the known region inside an output of ``size`` (H, W)."""
-    height, width = (int(s) for s in size)
+    """(top, left, height, width) of the known region inside an output of ``size`` (H, W), positive
+    integers divisible by 4·(r1, r2)."""
+    height, width = check_pair(size, "size")
     r1, r2 = expansion_factors(placement)
     if height % (4 * r1) or width % (4 * r2):
         raise ValueError(f"output size {size} must be divisible by 4·(r1, r2) = {(4 * r1, 4 * r2)} "
@@ -190,7 +193,8 @@ def known_box(size, placement: str) -> tuple[int, int, int, int]:
 
 
 def unknown_mask(size, placement: str, batch: int = 1) -> torch.Tensor:
-    """M: (batch, 1, H, W) float, 1 on the pixels to predict and 0 on the known region."""
+    """M: (batch, 1, H, W) float, 1 on the pixels to predict and 0 on the known region; batch ≥ 1."""
+    check_positive_int(batch, "batch")
     top, left, known_h, known_w = known_box(size, placement)
     mask = torch.ones(batch, 1, *size)
     mask[..., top:top + known_h, left:left + known_w] = 0
@@ -198,14 +202,15 @@ def unknown_mask(size, placement: str, batch: int = 1) -> torch.Tensor:
 
 
 def crop_known(images: torch.Tensor, placement: str) -> torch.Tensor:
-    """The known region X of full images (N, C, H, W): (N, C, H/r1, W/r2)."""
-    check_images(images, "images", ndim=(4,))
+    """The known region X of full images (N, 3, H, W) in [0, 1], N ≥ 1: (N, 3, H/r1, W/r2)."""
+    _checks.images_batch(images, "images")
     top, left, known_h, known_w = known_box(images.shape[-2:], placement)
     return images[..., top:top + known_h, left:left + known_w]
 
 
 def pad_known(known: torch.Tensor, placement: str) -> torch.Tensor:
-    """Zero-pad the known region (N, C, h, w) into the output frame (N, C, r1·h, r2·w)."""
+    """Zero-pad the known region (N, C, h, w), N ≥ 1, into the output frame (N, C, r1·h, r2·w)."""
+    check_tensor(known, "known", shape="(N, C, h, w)", ndim=4, floating=False, finite=False)
     r1, r2 = expansion_factors(placement)
     size = (known.shape[-2] * r1, known.shape[-1] * r2)
     top, left, known_h, known_w = known_box(size, placement)
@@ -229,6 +234,15 @@ def subpixel_expand(features: torch.Tensor, r1: int, r2: int) -> torch.Tensor:
     c = channels // (r1 * r2)
     grouped = features.view(n, r1, r2, c, h, w)            # channel = (a·r2 + b)·C + k
     return grouped.permute(0, 3, 4, 1, 5, 2).reshape(n, c, h * r1, w * r2)
+
+
+def _check_subpixel(features: torch.Tensor, r1: int, r2: int) -> None:
+    """features (N, C·r1·r2, h, w); r1 and r2 positive integers."""
+    check_tensor(features, "features", shape="(N, C·r1·r2, h, w)", ndim=4, floating=False, finite=False)
+    check_positive_int(r1, "r1"), check_positive_int(r2, "r2")
+
+
+subpixel_expand = _checks.checked(_check_subpixel)(subpixel_expand)
 
 
 def _conv(in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -258,6 +272,7 @@ class FeatureExpansionNetwork(nn.Module):
 
     def __init__(self, width: int, in_channels: int = 3):
         super().__init__()
+        check_positive_int(width, "width"), check_positive_int(in_channels, "in_channels")
         c = width
         self.layers = nn.Sequential(
             _conv(in_channels, c, 5), _conv(c, 2 * c, stride=2), _conv(2 * c, 2 * c), _conv(2 * c, 4 * c, stride=2),
@@ -266,6 +281,10 @@ class FeatureExpansionNetwork(nn.Module):
             _conv(4 * c, 4 * c), _conv(4 * c, 4 * c), _UpConv(4 * c, 2 * c), _conv(2 * c, 2 * c), _UpConv(2 * c, c))
 
     def forward(self, image):
+        """image (N, in_channels, h, w), N ≥ 1, h and w multiples of 4 → (N, width, h, w)."""
+        check_tensor(image, "image", shape=f"(N, {self.layers[0][0].in_channels}, h, w)", ndim=4,
+                     channels=self.layers[0][0].in_channels, finite=False)
+        _multiple_of_4(image, "image")
         return self.layers(image)
 
 
@@ -282,7 +301,8 @@ class FeatureExpansion(nn.Module):
 
     def __init__(self, width: int, kind: str = "subpixel", ratio_product: int = 2):
         super().__init__()
-        if kind not in EXPANSIONS:
+        check_positive_int(width, "width"), check_positive_int(ratio_product, "ratio_product")
+        if not isinstance(kind, str) or kind not in EXPANSIONS:
             raise ValueError(f"unknown expansion {kind!r}; expected one of {EXPANSIONS}")
         self.kind, self.ratio_product = kind, ratio_product
         if kind == "subpixel":
@@ -295,6 +315,10 @@ class FeatureExpansion(nn.Module):
             self.conv = nn.Conv2d(width, width, 3, padding=1)
 
     def forward(self, features, r1: int, r2: int):
+        """features (N, width, h, w) → (N, width, r1·h, r2·w); r1·r2 = ratio_product."""
+        width = self.bias.shape[0] if self.kind == "deconv" else self.conv.in_channels
+        check_tensor(features, "features", shape=f"(N, {width}, h, w)", ndim=4, channels=width, finite=False)
+        check_positive_int(r1, "r1"), check_positive_int(r2, "r2")
         if r1 * r2 != self.ratio_product:
             raise ValueError(f"expansion ratio r1·r2 = {r1 * r2}, but this module was built for {self.ratio_product}")
         if self.kind == "subpixel":
@@ -334,6 +358,26 @@ def context_normalization(features: torch.Tensor, mask: torch.Tensor, blend: flo
     return blended * unknown + features * known
 
 
+def _check_context_normalization(features: torch.Tensor, mask: torch.Tensor, blend: float = CONTEXT_BLEND,
+                                 eps: float = 1e-5) -> None:
+    """features (N, C, h, w) float, finite, N ≥ 1; mask (N, 1, H, W) in [0, 1]; blend ρ in [0, 1]; eps > 0."""
+    check_tensor(features, "features", shape="(N, C, h, w)", ndim=4)
+    _checks.masks(mask, "mask")
+    _checks.same_batch("mask", mask, "features", features, spatial=False)
+    check_number(blend, "blend ρ", minimum=0.0, maximum=1.0)
+    check_number(eps, "eps", minimum=0.0, strict_minimum=True)
+
+
+_context_normalization = context_normalization   # the network checks its inputs once and calls this
+context_normalization = _checks.checked(_check_context_normalization)(context_normalization)
+
+
+def _multiple_of_4(images: torch.Tensor, name: str) -> None:
+    if images.shape[-2] % 4 or images.shape[-1] % 4:
+        raise ValueError(f"{name} H and W must be multiples of 4 (two stride-2 stages), got "
+                         f"{tuple(images.shape[-2:])}")
+
+
 def _full_precision():
     """Statistics, similarities and penalties in float32: ``fit`` runs the loss under bf16
     autocast on CUDA, which quantises ID-MRF's relative distances and CN's moments."""
@@ -344,6 +388,7 @@ def region_statistics(features: torch.Tensor, mask: torch.Tensor, eps: float = 1
     """Per-sample, per-channel mean and std of ``features`` (N, C, h, w) over the known and
     the unknown region (mask (N, 1, H, W), 1 = unknown, resized to (h, w)): what CN compares.
     Returns {"known": (mean, std), "unknown": (mean, std)}, each (N, C)."""
+    _check_context_normalization(features, mask, CONTEXT_BLEND, eps)
     unknown = F.interpolate(mask.float(), size=features.shape[-2:], mode="nearest")
     out = {}
     for name, region in (("known", 1 - unknown), ("unknown", unknown)):
@@ -369,6 +414,8 @@ class ContextPredictionNetwork(nn.Module):
 
     def __init__(self, width: int, feature_channels: int, context_norm: bool = True, blend: float = CONTEXT_BLEND):
         super().__init__()
+        check_int(width, "width", minimum=2), check_int(feature_channels, "feature_channels", minimum=0)
+        check_probability(blend, "blend")
         c = width
         self.context_norm, self.blend = bool(context_norm), float(blend)
         self.encoder = nn.Sequential(
@@ -380,13 +427,35 @@ class ContextPredictionNetwork(nn.Module):
             nn.Conv2d(c // 2, 3, 3, padding=1))
 
     def encode(self, features, padded, mask):
-        """The encoder's features (N, 4·width, H/4, W/4): what CN acts on."""
+        """The encoder's features (N, 4·width, H/4, W/4): what CN acts on. Inputs as :meth:`forward`."""
+        self._check_inputs(features, padded, mask)
+        return self._encode(features, padded, mask)
+
+    def _check_inputs(self, features, padded, mask) -> None:
+        channels = self.encoder[0][0].in_channels - 4
+        check_tensor(features, "features", shape=f"(N, {channels}, H, W)", ndim=4, channels=channels,
+                     non_empty=False)
+        check_tensor(padded, "padded", shape="(N, 3, H, W)", ndim=4, channels=3, value_range=(-1.0, 1.0))
+        _checks.masks(mask, "mask", like=padded)
+        _checks.same_batch("features", features, "padded", padded)
+        _multiple_of_4(padded, "padded")
+
+    def _encode(self, features, padded, mask):
         return self.encoder(torch.cat([features, padded, mask], dim=1))
 
     def forward(self, features, padded, mask, blend: float | None = None):
-        x = self.encode(features, padded, mask)
+        """features (N, feature_channels, H, W), padded known image (N, 3, H, W) in [−1, 1], mask
+        (N, 1, H, W) with 1 = unknown, H and W multiples of 4; blend ρ in [0, 1] or None (the module's)
+        → (N, 3, H, W) in [−1, 1]."""
+        self._check_inputs(features, padded, mask)
+        if blend is not None:
+            check_probability(blend, "blend")
+        return self._forward(features, padded, mask, blend)
+
+    def _forward(self, features, padded, mask, blend=None):
+        x = self._encode(features, padded, mask)
         if self.context_norm:
-            x = context_normalization(x, mask, self.blend if blend is None else blend)
+            x = _context_normalization(x, mask, self.blend if blend is None else blend)
         return self.decoder(x).clamp(-1, 1)
 
 
@@ -405,16 +474,18 @@ class ExtrapolationNetwork(nn.Module):
     def __init__(self, generator: str = "srn", width: int = 16, expansion: str | None = "subpixel",
                  context_norm: bool = True, blend: float = CONTEXT_BLEND):
         super().__init__()
-        if generator not in GENERATORS:
+        if not isinstance(generator, str) or generator not in GENERATORS:
             raise ValueError(f"unknown generator {generator!r}; expected one of {GENERATORS}")
+        check_int(width, "width", minimum=2), check_probability(blend, "blend")
         self.generator, self.width = generator, int(width)
         self.fen = FeatureExpansionNetwork(width) if generator != "ed" else None
         self.expansion = FeatureExpansion(width, expansion) if generator == "srn" else None
         self.cpn = ContextPredictionNetwork(width, width if generator != "ed" else 0, context_norm, blend)
 
     def _cpn_inputs(self, known: torch.Tensor, placement: str):
-        check_images(known, "known", ndim=(4,))
+        _checks.images_batch(known, "known")
         r1, r2 = expansion_factors(placement)
+        _multiple_of_4(known, "known")
         x = known * 2 - 1
         padded = pad_known(x, placement)
         mask = unknown_mask(padded.shape[-2:], placement, len(known)).to(known)
@@ -427,13 +498,17 @@ class ExtrapolationNetwork(nn.Module):
         return features, padded, mask
 
     def forward(self, known: torch.Tensor, placement: str, blend: float | None = None) -> torch.Tensor:
+        """known (N, 3, h, w) in [0, 1], N ≥ 1, h and w multiples of 4; blend ρ in [0, 1] or None."""
+        if blend is not None:
+            check_probability(blend, "blend")
         return (self.cpn(*self._cpn_inputs(known, placement), blend) + 1) / 2
 
     def fen_features(self, known: torch.Tensor) -> torch.Tensor:
         """The FEN's features of the known region (N, width, h, w), before expansion."""
         if self.fen is None:
             raise ValueError(f"generator {self.generator!r} has no FEN")
-        return self.fen(check_images(known, "known", ndim=(4,)) * 2 - 1)
+        _checks.images_batch(known, "known"), _multiple_of_4(known, "known")
+        return self.fen(known * 2 - 1)
 
     def expanded_features(self, known: torch.Tensor, placement: str) -> torch.Tensor:
         """What the FEN hands the CPN: (N, width, H, W) for ``srn`` (and ``srn_hr``)."""
@@ -442,7 +517,7 @@ class ExtrapolationNetwork(nn.Module):
     def context_features(self, known: torch.Tensor, placement: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(the CPN encoder's features before CN (N, 4·width, H/4, W/4), the mask M (N, 1, H, W))."""
         features, padded, mask = self._cpn_inputs(known, placement)
-        return self.cpn.encode(features, padded, mask), mask
+        return self.cpn._encode(features, padded, mask), mask
 
     def complete(self, known: torch.Tensor, placement: str, blend: float | None = None) -> torch.Tensor:
         """Ŷ ⊙ M + X_padded ⊙ (1 − M): the output with the known pixels kept exactly."""
@@ -454,9 +529,10 @@ class ExtrapolationNetwork(nn.Module):
 def reflect_extrapolation(known: torch.Tensor, placement: str) -> torch.Tensor:
     """The floor: mirror the known region across its border(s) into the unknown one.
 
-    known (N, 3, h, w) → (N, 3, r1·h, r2·w); ``both`` mirrors each half outwards.
+    known (N, 3, h, w) in [0, 1], N ≥ 1 → (N, 3, r1·h, r2·w); ``both`` mirrors each half outwards.
     """
-    check_images(known, "known", ndim=(4,))
+    _checks.images_batch(known, "known")
+    check_placement(placement)
     if placement == "left":
         return torch.cat([known, known.flip(-1)], dim=-1)
     if placement == "right":
@@ -473,9 +549,8 @@ def reflect_extrapolation(known: torch.Tensor, placement: str) -> torch.Tensor:
 def propagation_kernel(size: int, sigma: float = RSV_SIGMA) -> torch.Tensor:
     """The official ``gauss_kernel(size, sigma)``: a size×size kernel from the normal CDF over
     ±(σ + half a cell) in ``size`` cells, square-rooted outer product, normalised to sum 1.
-    With σ = 1/40 it is nearly flat: a soft box filter. Returns (1, 1, size, size)."""
-    if size < 1:
-        raise ValueError(f"kernel size must be ≥ 1, got {size}")
+    With σ = 1/40 it is nearly flat: a soft box filter. Returns (1, 1, size, size); size ≥ 1, σ > 0."""
+    check_positive_int(size, "kernel size"), check_number(sigma, "sigma", minimum=0.0, strict_minimum=True)
     interval = (2 * sigma + 1.0) / size
     edges = torch.linspace(-sigma - interval / 2, sigma + interval / 2, size + 1, dtype=torch.float64)
     cdf = 0.5 * (1 + torch.erf(edges / math.sqrt(2)))
@@ -504,7 +579,9 @@ def _confidence_iterations(mask: torch.Tensor, kernel_size: int, iterations: int
 def confidence_driven_weights(mask: torch.Tensor, kernel_size: int = 64, iterations: int = CONFIDENCE_ITERATIONS,
                               sigma: float = RSV_SIGMA) -> torch.Tensor:
     """The confidence-driven weight (Wang et al. 2018's GMCNN, the paper's comparison):
-    the confidence M_w^c after c propagations, M_w^i = (G ∗ M̄_w^{i−1}) ⊙ M. mask (N, 1, H, W), 1 = unknown."""
+    the confidence M_w^c after c propagations, M_w^i = (G ∗ M̄_w^{i−1}) ⊙ M. mask (N, 1, H, W) in [0, 1],
+    1 = unknown; kernel_size and iterations ≥ 1."""
+    _check_weights_input(mask, kernel_size, iterations, sigma, minimum_iterations=1)
     return _confidence_iterations(mask, kernel_size, iterations, sigma)[-1]
 
 
@@ -524,8 +601,28 @@ def relative_spatial_variant_weights(mask: torch.Tensor, kernel_size: int = 64, 
     return steps[-2] / (steps[-1] + eps)
 
 
+def _check_weights_input(mask, kernel_size, iterations, sigma, minimum_iterations: int, eps: float = 1e-5) -> None:
+    _checks.masks(mask, "mask")
+    check_positive_int(kernel_size, "kernel_size")
+    check_int(iterations, "iterations", minimum=minimum_iterations)
+    check_number(sigma, "sigma", minimum=0.0, strict_minimum=True), check_number(eps, "eps", minimum=0.0)
+
+
+def _check_rsv(mask, kernel_size: int = 64, iterations: int = RSV_ITERATIONS, sigma: float = RSV_SIGMA,
+               eps: float = 1e-5) -> None:
+    """mask (N, 1, H, W) in [0, 1], N ≥ 1; kernel_size ≥ 1; iterations ≥ 2; sigma > 0; eps ≥ 0."""
+    _check_weights_input(mask, kernel_size, iterations, sigma, minimum_iterations=2, eps=eps)
+
+
+relative_spatial_variant_weights = _checks.checked(_check_rsv)(relative_spatial_variant_weights)
+
+
 def reconstruction_weights(mask: torch.Tensor, kind: str, kernel_size: int) -> torch.Tensor:
-    """The unknown-region weight of ℒ_s: ``rsv``, ``confidence`` or ``l1`` (the mask itself)."""
+    """The unknown-region weight of ℒ_s: ``rsv``, ``confidence`` or ``l1`` (the mask itself);
+    mask (N, 1, H, W) in [0, 1], kernel_size ≥ 1."""
+    if not isinstance(kind, str) or kind not in RECONSTRUCTIONS:
+        raise ValueError(f"unknown reconstruction weight {kind!r}; expected one of {RECONSTRUCTIONS}")
+    _check_weights_input(mask, kernel_size, RSV_ITERATIONS, RSV_SIGMA, minimum_iterations=1)
     if kind == "rsv":
         return relative_spatial_variant_weights(mask, kernel_size)
     if kind == "confidence":
@@ -547,6 +644,24 @@ def reconstruction_loss(predicted, target, mask, weights) -> tuple[torch.Tensor,
     known = RECONSTRUCTION_SCALE * (error * (1 - mask)).mean() / (1 - mask).mean().clamp_min(1e-8)
     total = UNKNOWN_WEIGHT * unknown + KNOWN_WEIGHT * known
     return total, {"l1_unknown": float(unknown.detach()), "l1_known": float(known.detach())}
+
+
+def _check_reconstruction(predicted, target, mask, weights) -> None:
+    """predicted and target (N, 3, H, W) of one shape, mask and weights (N, 1, H, W), all finite, N ≥ 1;
+    mask in [0, 1], weights ≥ 0."""
+    check_tensor(predicted, "predicted", shape="(N, 3, H, W)", ndim=4, channels=3)
+    check_tensor(target, "target", shape="(N, 3, H, W)", ndim=4, channels=3)
+    if predicted.shape != target.shape:
+        raise ValueError(f"predicted {tuple(predicted.shape)} and target {tuple(target.shape)} must have the same shape")
+    _checks.masks(mask, "mask", like=target)
+    check_tensor(weights, "weights", shape="(N, 1, H, W)", ndim=4, channels=1, value_range=(0.0, math.inf),
+                 tolerance=0.0)
+    if weights.shape != mask.shape:
+        raise ValueError(f"weights {tuple(weights.shape)} must have the mask's shape {tuple(mask.shape)}")
+
+
+_reconstruction_loss = reconstruction_loss   # the trainer checks its batch once and calls this
+reconstruction_loss = _checks.checked(_check_reconstruction)(reconstruction_loss)
 
 
 # --------------------------------------------------------------------------- ID-MRF
@@ -585,6 +700,23 @@ def id_mrf_layer_loss(generated: torch.Tensor, target: torch.Tensor, bandwidth: 
         return -torch.log(best.mean(dim=1)).mean()
 
 
+def _check_id_mrf(generated: torch.Tensor, target: torch.Tensor, bandwidth: float = MRF_BANDWIDTH,
+                  max_positions: int = MRF_MAX_POSITIONS, generator: torch.Generator | None = None) -> None:
+    """generated and target (N, C, h, w) feature maps of one shape, float, finite, non-empty; bandwidth > 0;
+    max_positions ≥ 1; generator a torch.Generator or None."""
+    check_tensor(generated, "generated", shape="(N, C, h, w)", ndim=4)
+    check_tensor(target, "target", shape="(N, C, h, w)", ndim=4)
+    if generated.shape != target.shape:
+        raise ValueError(f"generated {tuple(generated.shape)} and target {tuple(target.shape)} must have the same shape")
+    check_number(bandwidth, "bandwidth", minimum=0.0, strict_minimum=True)
+    check_positive_int(max_positions, "max_positions")
+    _checks.instance(generator, "generator", torch.Generator, "a torch.Generator", allow_none=True)
+
+
+_id_mrf_layer_loss = id_mrf_layer_loss
+id_mrf_layer_loss = _checks.checked(_check_id_mrf)(id_mrf_layer_loss)
+
+
 class IDMRFLoss(nn.Module):
     """ℒ_mrf over two feature layers: the official conv3_2 + 2·conv4_2 of VGG-19
     (style layers conv3_2, conv4_2 plus content layer conv4_2), or the judge's enc3 + 2·enc4.
@@ -595,15 +727,26 @@ class IDMRFLoss(nn.Module):
 
     def __init__(self, extractor: FeatureExtractor, layer_weights=(1.0, 2.0)):
         super().__init__()
+        _checks.instance(extractor, "extractor", FeatureExtractor,
+                         "a labkit.features.FeatureExtractor (see load_feature_extractor)")
+        if isinstance(layer_weights, (str, bytes)) or not isinstance(layer_weights, (list, tuple)):
+            raise ValueError(f"layer_weights must be a list or tuple of numbers, got {layer_weights!r}")
+        for i, weight in enumerate(layer_weights):
+            check_number(weight, f"layer_weights[{i}]", minimum=0.0)
         if len(extractor.layer_names) != len(layer_weights):
             raise ValueError(f"extractor returns layers {extractor.layer_names}; expected {len(layer_weights)}")
         self.extractor, self.layer_weights = extractor, tuple(layer_weights)
 
     def forward(self, generated, target):
+        """generated and target (N, 3, H, W) in [0, 1] of one shape, N ≥ 1 → scalar."""
+        _checks.images_batch(generated, "generated"), _checks.images_batch(target, "target")
+        if generated.shape != target.shape:
+            raise ValueError(f"generated {tuple(generated.shape)} and target {tuple(target.shape)} must have the "
+                             "same shape")
         with torch.no_grad():
             target_features = self.extractor(target)
         generated_features = self.extractor(generated)
-        return sum(w * id_mrf_layer_loss(g, t) for w, g, t in
+        return sum(w * _id_mrf_layer_loss(g, t) for w, g, t in
                    zip(self.layer_weights, generated_features, target_features))
 
 
@@ -618,13 +761,19 @@ class GlobalCritic(nn.Module):
 
     def __init__(self, size, width: int = 64):
         super().__init__()
-        c = width
+        self.size = check_pair(size, "size", multiple_of=16)
+        c = check_positive_int(width, "width")
         chans = (3, c, 2 * c, 4 * c, 2 * c)
         self.convs = nn.Sequential(*[nn.Sequential(nn.Conv2d(a, b, 5, 2, 2), nn.LeakyReLU(0.2))
                                      for a, b in zip(chans[:-1], chans[1:])])
         self.dense = nn.Linear(2 * c * (size[0] // 16) * (size[1] // 16), 1)
 
     def forward(self, images):
+        """images (N, 3, H, W) at the critic's size, finite, N ≥ 1 → (N,) scores."""
+        check_tensor(images, "images", shape=f"(N, 3, {self.size[0]}, {self.size[1]})", ndim=4, channels=3)
+        if tuple(images.shape[-2:]) != self.size:
+            raise ValueError(f"images must be (N, 3, {self.size[0]}, {self.size[1]}) for this critic, got "
+                             f"{tuple(images.shape)}")
         return self.dense(self.convs(images).flatten(1)).squeeze(1)
 
 
@@ -634,13 +783,18 @@ class ContextualCritic(nn.Module):
 
     def __init__(self, width: int = 64):
         super().__init__()
-        c = width
+        c = check_positive_int(width, "width")
         chans = (3, c, 2 * c, 4 * c)
         self.convs = nn.Sequential(*[nn.Sequential(nn.Conv2d(a, b, 5, 2, 2), nn.LeakyReLU(0.2))
                                      for a, b in zip(chans[:-1], chans[1:])])
         self.head = nn.Conv2d(4 * c, 1, 3, padding=1)
 
     def forward(self, images, mask):
+        """images (N, 3, H, W), mask (N, 1, H, W) in [0, 1] (1 = unknown), H and W multiples of 8 → (N,)."""
+        check_tensor(images, "images", shape="(N, 3, H, W)", ndim=4, channels=3)
+        _checks.masks(mask, "mask", like=images)
+        if images.shape[-2] % 8 or images.shape[-1] % 8:
+            raise ValueError(f"images H and W must be multiples of 8, got {tuple(images.shape[-2:])}")
         scores = self.head(self.convs(images))
         region = F.max_pool2d(mask, 8)
         return (scores * region).sum(dim=(1, 2, 3)) / region.sum(dim=(1, 2, 3)).clamp_min(1e-8)
@@ -654,8 +808,20 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, mask: torch
 
     ``critic`` maps (N, 3, H, W) to (N,) scores; ``mask`` broadcasts over the
     images (None: the whole image). A 1-Lipschitz linear critic with a unit-norm
-    weight inside the mask has ∇ = that weight everywhere, so GP = 0.
+    weight inside the mask has ∇ = that weight everywhere, so GP = 0. real and fake of one shape,
+    finite, N ≥ 1; ``mix`` (N,) in [0, 1] or None.
     """
+    _checks.function(critic, "critic", "images (N, 3, H, W) → scores (N,)")
+    check_tensor(real, "real", shape="(N, 3, H, W)", ndim=4)
+    check_tensor(fake, "fake", shape="(N, 3, H, W)", ndim=4)
+    if real.shape != fake.shape:
+        raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} must have the same shape")
+    if mask is not None:
+        check_tensor(mask, "mask", shape="(N or 1, 1 or 3, H, W)", ndim=4, value_range=(0.0, 1.0), tolerance=0.0)
+    if mix is not None:
+        check_tensor(mix, "mix", shape="(N,)", value_range=(0.0, 1.0), tolerance=0.0)
+        if mix.numel() != len(real):
+            raise ValueError(f"mix must hold one α per sample, {len(real)}, got {tuple(mix.shape)}")
     alpha = torch.rand(len(real), 1, 1, 1, device=real.device) if mix is None else mix.view(-1, 1, 1, 1)
     mixed = (alpha * real.detach().float() + (1 - alpha) * fake.detach().float()).requires_grad_(True)
     scores = critic(mixed)
@@ -687,10 +853,13 @@ class SRNTrainer(nn.Module):
                  critic_width: int = 64, mrf: IDMRFLoss | None = None, critic_steps: int = 1,
                  adversarial: bool = True):
         super().__init__()
-        if reconstruction not in RECONSTRUCTIONS:
+        if not isinstance(reconstruction, str) or reconstruction not in RECONSTRUCTIONS:
             raise ValueError(f"unknown reconstruction weight {reconstruction!r}; expected one of {RECONSTRUCTIONS}")
-        if int(critic_steps) < 1:
-            raise ValueError(f"critic_steps must be ≥ 1, got {critic_steps}")
+        _checks.module(generator, "generator", ExtrapolationNetwork)
+        check_positive_int(critic_steps, "critic_steps"), check_positive_int(rsv_kernel, "rsv_kernel")
+        check_positive_int(critic_width, "critic_width"), _checks.flag(adversarial, "adversarial")
+        _checks.module(mrf, "mrf", IDMRFLoss, allow_none=True)
+        size = check_pair(size, "size")
         if size[0] % 16 or size[1] % 16:
             raise ValueError(f"the critics need an output size divisible by 16, got {tuple(size)}")
         self.generator, self.reconstruction, self.rsv_kernel = generator, reconstruction, int(rsv_kernel)
@@ -712,16 +881,21 @@ class SRNTrainer(nn.Module):
         return self._weights[key]
 
     def _predict(self, batch):
-        image, placement = batch["image"], batch["placement"]
+        _checks.batch(batch, ("image", "placement"))
+        image, placement = _checks.images_batch(batch["image"], 'batch["image"]'), check_placement(batch["placement"])
+        if tuple(image.shape[-2:]) != tuple(self.global_critic.size):
+            raise ValueError(f'batch["image"] must be (N, 3, {self.global_critic.size[0]}, {self.global_critic.size[1]}) '
+                             f"for this trainer's critics, got {tuple(image.shape)}")
         if len(image) % self.critic_steps:
             raise ValueError(f"a batch of {len(image)} images does not split into {self.critic_steps} critic steps")
         image = image[:len(image) // self.critic_steps] if self.critic_steps > 1 else image
         predicted = self.generator(crop_known(image, placement), placement)
         mask = unknown_mask(image.shape[-2:], placement, len(image)).to(image)
-        loss, logs = reconstruction_loss(predicted, image, mask, self._weights_for(mask, placement))
+        loss, logs = _reconstruction_loss(predicted, image, mask, self._weights_for(mask, placement))
         return predicted, mask, loss, logs
 
     def pretrain_loss(self, batch):
+        """Phase 1: ℒ_rec of batch {"image": (critic_steps·N, 3, H, W) in [0, 1], "placement": str}."""
         _, _, loss, logs = self._predict(batch)
         return loss, logs
 
@@ -769,3 +943,14 @@ class SRNTrainer(nn.Module):
             loss = loss + MRF_WEIGHT * mrf
             logs["id_mrf"] = float(mrf.detach())
         return loss, logs
+
+
+def _check_finetune(self, batch, critic_optimizer: torch.optim.Optimizer | None = None) -> None:
+    """batch as :meth:`SRNTrainer.pretrain_loss`; critic_optimizer a torch.optim.Optimizer (or None
+    without adversarial terms)."""
+    _checks.instance(critic_optimizer, "critic_optimizer", torch.optim.Optimizer, "a torch.optim.Optimizer",
+                     allow_none=True)
+
+
+# the chapter displays finetune_loss: its check is attached here, outside its source
+SRNTrainer.finetune_loss = _checks.checked(_check_finetune)(SRNTrainer.finetune_loss)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checks import check_device, check_non_negative_int, check_path, check_positive_int, check_seed
 from ..claims import check_claims, verdict
 from ..checkpoints import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
 from ..data import render_batch
@@ -31,9 +32,10 @@ from ..networks import count_parameters
 from ..synthesis import training_scenes
 from .. import train
 from ..train import (REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile)
+from . import _checks
 from .srn import (CHAPTER, MODEL_NAMES, MODEL_SPECS, MRF_LAYERS, PAPER_BETAS, PLACEMENTS, PROFILES,
-                  ExtrapolationNetwork, IDMRFLoss, SRNTrainer, crop_known, known_box, reflect_extrapolation,
-                  unknown_mask)
+                  ExtrapolationNetwork, IDMRFLoss, SRNTrainer, check_placement, crop_known, known_box,
+                  reflect_extrapolation, unknown_mask)
 
 EXPORTED_MODELS = ("srn", "srn_pretrain")
 METRIC_KEYS = ("psnr_unknown", "ssim_unknown", "fcn_miou_unknown", "fcn_pixel_accuracy_unknown", "frechet_distance",
@@ -41,9 +43,25 @@ METRIC_KEYS = ("psnr_unknown", "ssim_unknown", "fcn_miou_unknown", "fcn_pixel_ac
 
 
 def check_model_name(name: str) -> str:
-    if name not in MODEL_NAMES:
+    if not isinstance(name, str) or name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
     return name
+
+
+def check_profile(profile: str) -> str:
+    """One of the chapter's profile names."""
+    if not isinstance(profile, str) or profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
+    return profile
+
+
+PHASES = ("pretrain", "finetune")
+
+
+def check_phase(phase: str) -> str:
+    if not isinstance(phase, str) or phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
+    return phase
 
 
 def spec_of(name: str) -> dict:
@@ -62,12 +80,14 @@ def phases_of(name: str) -> tuple[str, ...]:
 def network_of(name: str, phase: str = "pretrain") -> str:
     """Whose checkpoint model ``name`` uses for ``phase``: ``srn_pretrain`` and
     ``srn_reconstruction_only`` share ``srn``'s first phase; every second phase is the model's own."""
-    check_model_name(name)
+    check_model_name(name), check_phase(phase)
     return name if phase == "finetune" else MODEL_SPECS[name].get("same_as", name)
 
 
 def build_generator(name: str, settings: dict) -> ExtrapolationNetwork:
+    """The untrained generator of model ``name`` (not ``reflect``) with a profile's ``width``."""
     spec = spec_of(name)
+    _checks.profile_settings(settings, PROFILES, ("width",))
     if not spec.get("generator"):
         raise ValueError(f"model {name!r} has no network")
     return ExtrapolationNetwork(spec["generator"], settings["width"], spec["expansion"], spec["context_norm"])
@@ -75,8 +95,11 @@ def build_generator(name: str, settings: dict) -> ExtrapolationNetwork:
 
 def extrapolation_batch(scenes, step: int, batch_size: int, seed: int = 0) -> dict:
     """The batch of training step ``step``: random training scenes (flipped at random),
-    and the placement ``PLACEMENTS[step mod 4]``. A function of (seed, step) only."""
-    from ..synthesis import scene_batch
+    and the placement ``PLACEMENTS[step mod 4]``. A function of (seed, step) only; step ≥ 0, batch_size ≥ 1."""
+    from ..synthesis import SceneTensors, scene_batch
+
+    _checks.instance(scenes, "scenes", SceneTensors, "labkit.synthesis.SceneTensors (see training_scenes)")
+    check_non_negative_int(step, "step"), check_positive_int(batch_size, "batch_size"), check_seed(seed)
 
     images = scene_batch(scenes, step, batch_size, seed=seed)["image"]
     return {"image": images, "placement": PLACEMENTS[step % len(PLACEMENTS)]}
@@ -93,7 +116,11 @@ def train_model(name: str, settings: dict, device, run_dir: Path, max_minutes: f
     (default :func:`phases_of`); returns (generator, {phase: FitResult}). ``max_minutes``
     bounds the whole call. The first phase's checkpoint is ``network_of(name)``'s."""
     spec = spec_of(name)
-    phases = phases_of(name) if phases is None else tuple(phases)
+    if not spec.get("generator"):
+        raise ValueError(f"model {name!r} has no network to train")
+    phases = phases_of(name) if phases is None else tuple(check_phase(p) for p in _checks.names(phases, "phases"))
+    _checks.profile_settings(settings, PROFILES), _checks.minutes(max_minutes), check_seed(seed)
+    device, run_dir = check_device(device), check_path(run_dir, "run_dir")
     finetune_terms = MODEL_SPECS[name].get("finetune_terms", True)
     device = torch.device(device)
     torch.manual_seed(seed)   # the same initial weights whichever models ran before in this process
@@ -153,15 +180,22 @@ def train_model(name: str, settings: dict, device, run_dir: Path, max_minutes: f
 # --------------------------------------------------------------------------- evaluation
 
 def extrapolator(name: str, generator: ExtrapolationNetwork | None):
-    """(known (N, 3, h, w), placement) → full image (N, 3, H, W) in [0, 1] for model ``name``."""
+    """(known (N, 3, h, w), placement) → full image (N, 3, H, W) in [0, 1] for model ``name``
+    (``generator`` None only for ``reflect``)."""
+    check_model_name(name)
     if name == "reflect":
         return reflect_extrapolation
+    _checks.module(generator, "generator", ExtrapolationNetwork)
     return lambda known, placement: generator(known, placement)
 
 
 def complete_images(extrapolate, images: torch.Tensor, placement: str, device="cpu", batch_size: int = 32):
     """Run ``extrapolate`` on the known regions of ``images`` (N, 3, H, W) and paste the
-    known pixels back: the completed images (N, 3, H, W) on the CPU."""
+    known pixels back: the completed images (N, 3, H, W) on the CPU. images in [0, 1], N ≥ 1."""
+    _checks.function(extrapolate, "extrapolate", "(known, placement) → images")
+    _checks.images_batch(images, "images"), check_placement(placement)
+    device = check_device(device)
+    check_positive_int(batch_size, "batch_size")
     mask = unknown_mask(images.shape[-2:], placement)
     outputs = []
     with torch.no_grad():
@@ -180,6 +214,9 @@ def forward_class_changes(labels: torch.Tensor) -> torch.Tensor:
     i.e. the pixels whose forward difference (:func:`gradient_magnitude`) crosses a class
     boundary. ``sims.label_boundaries`` marks both sides of a boundary instead, which would
     also count differences that stay inside one class."""
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 3 or labels.is_floating_point():
+        got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"labels must be an integer tensor (N, H, W), got {got}")
     edges = torch.zeros_like(labels, dtype=torch.bool)
     edges[:, :, :-1] |= labels[:, :, :-1] != labels[:, :, 1:]
     edges[:, :-1, :] |= labels[:, :-1, :] != labels[:, 1:, :]
@@ -188,6 +225,9 @@ def forward_class_changes(labels: torch.Tensor) -> torch.Tensor:
 
 def gradient_magnitude(images: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) → (N, H, W): |∇| of the grey image by forward differences (0 on the last row/column)."""
+    from ..checks import check_tensor
+
+    check_tensor(images, "images", shape="(N, 3, H, W)", ndim=4, channels=3)
     grey = images.mean(dim=1)
     dx = torch.zeros_like(grey)
     dy = torch.zeros_like(grey)
@@ -214,7 +254,14 @@ def unknown_region_scores(completed: torch.Tensor, real: torch.Tensor, labels: t
     """
     from kornia.metrics import ssim as ssim_map
 
+    from ..data.validation import check_image_label_pair
     from ..metrics import _judge
+
+    check_image_label_pair(real, labels)
+    _checks.images_batch(completed, "completed")
+    if completed.shape != real.shape:
+        raise ValueError(f"completed {tuple(completed.shape)} must have the real images' shape {tuple(real.shape)}")
+    check_placement(placement)
 
     mask = unknown_mask(real.shape[-2:], placement, len(real))
     region = mask[:, 0].bool()
@@ -245,8 +292,16 @@ def evaluate_extrapolation(extrapolate, size, count: int, device="cpu", judge=No
     level and per placement under ``per_placement``. The Fréchet distance is computed
     per placement (``count`` completed images against the same ``count`` real ones)
     and averaged, so it is only comparable between runs with the same ``count``.
+    ``count`` ≥ 1; ``placements`` a non-empty list of :data:`PLACEMENTS`.
     """
     from ..metrics import _judge
+
+    _checks.function(extrapolate, "extrapolate", "(known, placement) → images")
+    check_positive_int(count, "count"), check_seed(seed)
+    placements = [check_placement(p) for p in _checks.names(placements, "placements")]
+    if not placements:
+        raise ValueError("placements must name at least one placement")
+    device = check_device(device)
 
     real, labels = render_batch(size, count, split="test", seed=seed)
     judge = _judge(judge, device) if judge is None else judge
@@ -261,8 +316,10 @@ def evaluate_extrapolation(extrapolate, size, count: int, device="cpu", judge=No
 def real_scene_reference(size, count: int, seed: int = 0) -> dict:
     """What the real scenes score: the judge's FCN-mIoU on the true unknown regions (the
     ceiling), and the Fréchet distance between ``count`` training and test scenes (the floor
-    that sampling noise alone gives at this set size)."""
+    that sampling noise alone gives at this set size). count ≥ 1."""
     from ..metrics import _judge
+
+    check_positive_int(count, "count"), check_seed(seed)
 
     real, labels = render_batch(size, count, split="test", seed=seed)
     train, _ = render_batch(size, count, split="train", seed=seed)
@@ -281,7 +338,10 @@ SAMPLE_SCENES = 2
 
 def frame_known_region(ax, size, placement: str, color: str = "yellow"):
     """Draw the known region's outline on a matplotlib axis showing a (H, W) = ``size`` image."""
+    from matplotlib.axes import Axes
     from matplotlib.patches import Rectangle
+
+    _checks.instance(ax, "ax", Axes, "a matplotlib Axes")
 
     top, left, h, w = known_box(size, placement)
     ax.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, edgecolor=color, linewidth=1))
@@ -291,6 +351,9 @@ def save_sample_figure(name: str, extrapolate, settings: dict, path, device, see
     """A PNG with the completed images of the first test scenes for every placement
     (the known region framed), saved with the run so the chapter can show every
     model without its weights."""
+    check_model_name(name), _checks.function(extrapolate, "extrapolate", "(known, placement) → images")
+    _checks.profile_settings(settings, PROFILES, ("size",))
+    path, device, seed = check_path(path, "path"), check_device(device), check_seed(seed)
     import matplotlib
     import matplotlib.pyplot as plt
 
@@ -320,10 +383,11 @@ def run(profile: str = "book", models=None, device="auto", max_minutes: float | 
     ``max_minutes`` is the training budget of *each* network in this call (both phases).
     ``export``: True writes ``checkpoints/srn_<profile>.pt``, a path writes there.
     """
-    settings = select_profile(PROFILES, profile)
-    models = [check_model_name(name) for name in (MODEL_NAMES if models is None else models)]
-    device = choose_device(device) if isinstance(device, str) else torch.device(device)
-    run_dir = Path(run_dir) if run_dir is not None else reports_dir(profile, CHAPTER)
+    settings = select_profile(PROFILES, check_profile(profile))
+    models = [check_model_name(name) for name in (MODEL_NAMES if models is None else _checks.names(models, "models"))]
+    device = check_device(device)
+    _checks.minutes(max_minutes), _checks.export_target(export), check_seed(seed)
+    run_dir = check_path(run_dir, "run_dir") if run_dir is not None else reports_dir(profile, CHAPTER)
     command = f"python -m labkit.papers.srn_runs --profile {profile}"
     exported = {}
     for name in models:
@@ -371,11 +435,18 @@ def _training_record(run_dir: Path, network: str, phase: str, result, profile, s
 
 
 def exported_path(profile: str) -> Path:
+    check_profile(profile)
     return REPO_ROOT / "checkpoints" / f"srn_{profile}.pt"
 
 
 def export_models(generators: dict, settings: dict, path) -> Path:
     """``srn`` and ``srn_pretrain`` in float16, with the profile's settings."""
+    if not isinstance(generators, dict) or not generators:
+        raise ValueError(f"generators must be a non-empty dict {{model name: generator}}, got {generators!r}")
+    for name, generator in generators.items():
+        check_model_name(name), _checks.module(generator, f"generators[{name!r}]", ExtrapolationNetwork)
+    _checks.profile_settings(settings, PROFILES, ("width",))
+    path = check_path(path, "path")
     plain = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
     state = {name: {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu()
                     for k, v in generator.state_dict().items()} for name, generator in generators.items()}
@@ -384,7 +455,7 @@ def export_models(generators: dict, settings: dict, path) -> Path:
 
 def load_models(path, device="cpu") -> tuple[dict, dict]:
     """({model name: generator in eval mode}, settings) from an export."""
-    path = Path(path)
+    path, device = check_path(path, "path"), check_device(device)
     if not path.is_file():
         raise FileNotFoundError(f"no exported SRN generators at {path}; train them with "
                                 "`python -m labkit.papers.srn_runs --profile book --export`")
@@ -392,13 +463,18 @@ def load_models(path, device="cpu") -> tuple[dict, dict]:
     if state.get("kind") != "srn-generators" or not {"generators", "settings"} <= set(state):
         raise CheckpointError(f"{path} is not an export of the SRN generators (expected keys kind, settings, "
                               "generators)")
+    if not isinstance(state["settings"], dict) or not isinstance(state["generators"], dict):
+        raise CheckpointError(f"{path}: settings and generators must be dicts")
     settings = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state["settings"].items()}
     generators = {}
     for name, weights in state["generators"].items():
-        generator = build_generator(name, settings)
+        try:
+            generator = build_generator(name, settings)
+        except ValueError as error:
+            raise CheckpointError(f"{path} holds a generator this code cannot build: {error}") from error
         try:
             generator.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
-        except RuntimeError as error:
+        except (RuntimeError, AttributeError) as error:
             raise CheckpointError(f"{path}: the {name} weights do not fit: {str(error).splitlines()[0]}") from error
         generators[name] = generator.to(device).eval()
     return generators, settings
@@ -410,12 +486,14 @@ def merge_records(profile: str, run_dir, device, seed: int = 0) -> dict:
     A model whose record was scored with training that has advanced since (its
     ``train/<network>_<phase>.json`` differs from the one it copied) is listed as stale.
     """
-    settings = select_profile(PROFILES, profile)
-    run_dir = Path(run_dir)
+    settings = select_profile(PROFILES, check_profile(profile))
+    run_dir, device, seed = _checks.run_folder(run_dir), check_device(device), check_seed(seed)
     models = {p.stem: read_json(p) for p in sorted((run_dir / "models").glob("*.json"))}
     stale = []
     for name, r in models.items():
         for phase, info in (r.get("training") or {}).items():
+            if phase not in PHASES:   # e.g. reflect's {"source": …}: no network, nothing to go stale
+                continue
             path = run_dir / "train" / f"{network_of(name, phase)}_{phase}.json"
             if isinstance(info, dict) and path.is_file() and read_json(path) != info:
                 stale.append(name)
@@ -435,7 +513,8 @@ REQUIRED_MODELS = ("srn", "srn_no_cn", "srn_l1", "srn_confidence", "srn_deconv",
 
 def record_dir(profile: str, run_dir=None) -> Path:
     """Where the runs of ``profile`` are recorded: the committed book record's folder, or the run dir."""
-    return train.record_dir(profile, CHAPTER, run_dir)
+    check_profile(profile)
+    return train.record_dir(profile, CHAPTER, None if run_dir is None else check_path(run_dir, "run_dir"))
 
 
 def read_record(profile: str, run_dir=None) -> dict:
@@ -458,6 +537,7 @@ def claims(record: dict) -> list[dict]:
     ratio nearer 1 (in log terms) is better.
     "Comparable fidelity" means a PSNR within 0.5 dB.
     """
+    _checks.record(record)
     m = record["metrics"]
 
     def better(a, b, key, sign):
