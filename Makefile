@@ -69,11 +69,12 @@ endif
 vendor:
 	scripts/fetch_vendor_js.sh
 
-# book: execute every notebook (execute_notebooks: force in _config.yml) and
-# build _build/html; any Sphinx warning fails the build. Then check that no
+# book: execute every notebook in its default profile (scripts/build_book.py,
+# with labkit.execution's client, not Jupyter Book's) and build _build/html
+# from those copies; any Sphinx warning fails the build. Then check that no
 # page loads a script, stylesheet or font from another host.
 book: $(STAMP) vendor
-	$(BIN)/jupyter-book build . --all --warningiserror --keep-going
+	$(BIN)/python scripts/build_book.py
 	$(BIN)/python scripts/check_offline_html.py _build/html
 
 # browser: Debian's chromium, which tests/test_book.py drives headless (the

@@ -148,6 +148,8 @@ def reproduce(profile: str, selected: list[str] | None = None, device: str | Non
     kernels import. ``restart`` sets LABKIT_RESTART=1 for the kernels."""
     import papermill
 
+    from .execution import SlicedPollKernelManager   # papermill's own client can stall after a widget cell
+
     if profile not in PROFILE_NAMES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {list(PROFILE_NAMES)}")
     for name, flag in FLAG_PARAMETERS.items():
@@ -182,7 +184,8 @@ def reproduce(profile: str, selected: list[str] | None = None, device: str | Non
         os.environ.update(environment)   # the kernel inherits this process's environment
         try:
             papermill.execute_notebook(str(notebook), str(run_dir / f"{name}.ipynb"), parameters=parameters,
-                                       cwd=str(notebooks), kernel_name=kernel, progress_bar=False)
+                                       cwd=str(notebooks), kernel_name=kernel, progress_bar=False,
+                                       kernel_manager_class=SlicedPollKernelManager)
         finally:
             for key, value in saved.items():
                 if value is None:

@@ -10,16 +10,13 @@ import sys
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
+
+from labkit.execution import execute_notebook
 
 
 def execute(path: Path, timeout: int = 900) -> None:
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}}, store_widget_state=True)
-    client.execute()
-    for cell in nb.cells:
-        cell.metadata.pop("execution", None)
+    execute_notebook(nb, cwd=path.parent, timeout=timeout)   # the stall-proof client, see labkit.execution
     nbformat.write(nb, path)
 
 
