@@ -4,6 +4,7 @@
 #   make book   execute every notebook and build the offline HTML book
 #   make browser  install Debian's chromium for the book's browser test (root, apt)
 #   make check-book  open every page of the built book in headless Chromium, offline
+#   make check-portable  nbval under older-CPU kernels (no SIMD, AVX2) at 1 and 2 threads
 #   make lab    JupyterLab in the course environment
 #   make judge  the labkit judge (python -m labkit.judge train)
 #   make clean  remove build outputs and caches (keeps .venv and runs/)
@@ -34,7 +35,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 PYTEST    := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: help .venv test book vendor browser check-book lab judge clean
+.PHONY: help .venv test book vendor browser check-book check-portable lab judge clean
 
 # help: list the targets.
 help:
@@ -53,9 +54,9 @@ $(STAMP): requirements.lock pyproject.toml
 
 # test: unit tests, then nbval re-executes each notebook in its default
 # profile and compares outputs (tests/nbval_sanitize.cfg blanks run-dependent text).
-# The unit tests include tests/test_book.py, which builds the book (a few
-# minutes) and opens every page in headless Chromium (skipped without chromium:
-# `make browser`).
+# The unit tests include tests/test_book.py, which builds the book from the
+# committed outputs (the ones nbval checks) and opens every page in headless
+# Chromium (skipped without chromium: `make browser`).
 test: $(STAMP)
 	MPLBACKEND=Agg $(PYTEST) tests
 ifeq ($(strip $(NOTEBOOKS)),)
@@ -91,6 +92,12 @@ browser:
 # Run it after `make book`; `make test` runs the same check after building.
 check-book: $(STAMP)
 	$(BIN)/python scripts/browser_check.py --html _build/html --screenshots _build/screenshots
+
+# check-portable: the notebooks' compared outputs hold on other CPUs and thread
+# counts: nbval under ATEN_CPU_CAPABILITY=default and avx2 (with oneDNN, MKL and
+# NumPy capped alike), each at 1 and 2 threads (LABKIT_THREADS). About 20 min.
+check-portable: $(STAMP)
+	scripts/check_notebooks_portable.sh
 
 # lab: JupyterLab on the course environment (open the URL it prints).
 lab: $(STAMP)

@@ -19,7 +19,12 @@ def show_source(obj) -> None:
 
     from IPython.display import Code, display
 
-    display(Code(inspect.getsource(obj), language="python"))
+    try:
+        source = inspect.getsource(obj)
+    except (TypeError, OSError) as error:
+        raise ValueError(f"obj must be a function, class or method defined in a source file, got {obj!r} "
+                         f"({error})") from None
+    display(Code(source, language="python"))
 
 
 __all__ = ["PROFILE_NAMES", "select_profile", "setup", "show_source", "__version__"]

@@ -18,6 +18,9 @@ def verdict(*tests: bool) -> str:
     does, "mixed" otherwise."""
     if not tests:
         raise ValueError("a verdict needs at least one comparison")
+    for i, test in enumerate(tests):
+        if not isinstance(test, bool) and type(test).__name__ != "bool_":   # a NumPy comparison is fine too
+            raise ValueError(f"tests[{i}] must be a bool (the outcome of one comparison), got {test!r}")
     return "holds" if all(tests) else "does not hold" if not any(tests) else "mixed"
 
 
@@ -26,10 +29,18 @@ def check_claims(checks: Iterable[Callable[[], tuple[str, str, str]]]) -> list[d
     or metric the record lacks (a KeyError) gives a "not measured" row named after it."""
     rows = []
     for check in checks:
+        if not callable(check):
+            raise ValueError(f"checks must be callables returning (claim, evidence, verdict), got {check!r}")
         try:
-            claim, evidence, result = check()
+            outcome = check()
         except KeyError as missing:
-            claim = check.__name__.replace("_", " ")
-            evidence, result = f"this record has no {missing}", "not measured"
+            outcome = (check.__name__.replace("_", " "), f"this record has no {missing}", "not measured")
+        if not (isinstance(outcome, tuple) and len(outcome) == 3):
+            raise ValueError(f"claim check {getattr(check, '__name__', check)!r} must return (claim, evidence, "
+                             f"verdict), got {outcome!r}")
+        claim, evidence, result = outcome
+        if result not in VERDICTS:
+            raise ValueError(f"claim check {getattr(check, '__name__', check)!r} returned the verdict {result!r}; "
+                             f"expected one of {list(VERDICTS)}")
         rows.append({"claim": claim, "evidence": evidence, "verdict": result})
     return rows

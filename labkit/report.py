@@ -198,6 +198,8 @@ def read_records(profile: str = "book") -> tuple[dict[str, dict], dict[str, str]
     """({chapter: record}, {chapter: why it is left out}). Every chapter must have a complete
     book record (they are committed); for other profiles the report covers the chapters whose
     record is complete, and says of the others what is missing, stale or unfinished."""
+    if profile not in PROFILE_NAMES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {list(PROFILE_NAMES)}")
     records, missing = {}, {}
     for item in CHAPTERS:
         try:
@@ -214,6 +216,12 @@ def html_table(rows: list[dict], columns: list[tuple]) -> str:
     dict key or a callable of the row and format a format spec (e.g. ".3f") or None. Missing
     values (None) show as an en dash; text is escaped."""
     import html
+
+    if not isinstance(rows, (list, tuple)) or not all(isinstance(row, dict) for row in rows):
+        raise ValueError(f"rows must be a list of dicts, got {rows!r:.80}")
+    if not isinstance(columns, (list, tuple)) or not all(
+            isinstance(c, tuple) and len(c) == 3 and isinstance(c[0], str) for c in columns):
+        raise ValueError(f"columns must be a list of (header, key or callable, format or None), got {columns!r:.80}")
 
     def cell(row, key, spec):
         value = key(row) if callable(key) else row.get(key)
@@ -259,8 +267,11 @@ def claims_table(key: str, record: dict) -> list[dict]:
 
 
 def verdict_counts(rows: list[dict]) -> dict:
+    """How many of ``rows`` (from :func:`claims_table`) have each report verdict."""
     counts = {verdict: 0 for verdict in VERDICTS.values()}
     for row in rows:
+        if not isinstance(row, dict) or row.get("verdict") not in counts:
+            raise ValueError(f"rows must be claims_table rows with a verdict in {list(counts)}, got {row!r:.120}")
         counts[row["verdict"]] += 1
     return counts
 
@@ -349,6 +360,8 @@ def chapter_costs(records: dict[str, dict]) -> list[dict]:
     command, commit, device and thread count). The two overlap where a process both trained
     and scored, so their sum is an upper bound of the chapter's cost.
     """
+    if not isinstance(records, dict):
+        raise ValueError(f"records must be a dict of chapter → record (read_records), got {type(records).__name__}")
     rows = []
     for key, record in records.items():
         training, scoring = [], []
@@ -384,7 +397,10 @@ def environment(device="cpu") -> dict:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be a torch.device or a name such as 'cpu' or 'cuda', got {device!r}") from None
     return {"versions": versions, "commit": git_commit(), "device": str(device),
             "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
                             else platform.processor() or platform.machine()),
@@ -474,6 +490,8 @@ def retrieval_curve(folder=None) -> dict[str, list[dict]]:
 
 def record_environments(records: dict[str, dict]) -> list[dict]:
     """Per chapter: the devices, threads, versions and commits of its scoring runs."""
+    if not isinstance(records, dict):
+        raise ValueError(f"records must be a dict of chapter → record (read_records), got {type(records).__name__}")
     rows = []
     for key, record in records.items():
         runs = [info for info in (record.get("runs") or {}).values() if isinstance(info, dict)]

@@ -100,7 +100,9 @@ def select_profile(profiles: dict[str, dict], name: str) -> dict:
     Each chapter declares ``PROFILES = {"smoke": {...}, "book": {...},
     "full": {...}}`` in one place; an unknown name is an error that lists them.
     """
-    if name not in profiles:
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise ValueError(f"profiles must be a dict of profile name → settings dict, got {type(profiles).__name__}")
+    if not isinstance(name, str) or name not in profiles:
         raise ValueError(f"unknown profile {name!r}; expected one of {sorted(profiles)}")
     return dict(profiles[name], profile=name)
 
@@ -128,6 +130,14 @@ def provenance(profile: str, seed: int, device, wall_time_s: float | None = None
     """
     import labkit
 
+    from .checks import check_number, check_seed
+
+    check_seed(seed)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be a torch.device or a name such as 'cpu' or 'cuda', got {device!r}") from None
+    check_number(wall_time_s, "wall_time_s", minimum=0.0, allow_none=True)
     now = git_commit()
     info = {
         "commit": _SETUP_COMMIT or now,
@@ -244,12 +254,23 @@ argparse_device = _argparse_type(_device, "device")
 
 def write_metrics(path, metrics: dict, provenance_info: dict) -> Path:
     """Write ``{"provenance": ..., "metrics": ...}`` atomically to ``path``."""
+    for name, value in (("metrics", metrics), ("provenance_info", provenance_info)):
+        if not isinstance(value, dict):
+            raise ValueError(f"{name} must be a dict, got {type(value).__name__}")
     return write_json(path, {"provenance": provenance_info, "metrics": metrics})
+
+
+def _check_profile_and_chapter(profile, chapter) -> None:
+    if profile not in PROFILE_NAMES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {list(PROFILE_NAMES)}")
+    if not isinstance(chapter, str) or not chapter or chapter in (".", "..") or "/" in chapter or "\\" in chapter:
+        raise ValueError(f"chapter must be a folder name such as 'crn' (no path separators), got {chapter!r}")
 
 
 def reports_dir(profile: str, chapter: str) -> Path:
     """``reports/<profile>/<chapter>/``, or the folder named by ``LABKIT_RUN_DIR``
     (set by ``labkit reproduce`` so a run's metrics land beside its notebook)."""
+    _check_profile_and_chapter(profile, chapter)
     override = os.environ.get("LABKIT_RUN_DIR")
     path = Path(override) if override else REPO_ROOT / "reports" / profile / chapter
     path.mkdir(parents=True, exist_ok=True)
@@ -259,6 +280,7 @@ def reports_dir(profile: str, chapter: str) -> Path:
 def record_dir(profile: str, chapter: str, run_dir=None) -> Path:
     """Where a chapter's runs of ``profile`` are recorded: the committed book record's folder
     ``reports/book/<chapter>/`` for the book profile, else the run dir (default :func:`reports_dir`)."""
+    _check_profile_and_chapter(profile, chapter)
     if profile == "book" and run_dir is None:
         return REPO_ROOT / "reports" / "book" / chapter
     return Path(run_dir or reports_dir(profile, chapter))
@@ -270,6 +292,8 @@ def read_run_record(path, module: str, profile: str, required) -> dict:
     training stopped before its last step (``finished`` false, a ``--max-minutes`` budget)."""
     from .checkpoints import read_json
 
+    if isinstance(required, str) or not all(isinstance(name, str) for name in required):
+        raise ValueError(f"required must be a list of model names, got {required!r}")
     path = Path(path)
     rerun = f"python -m {module} --profile {profile}"
     if not path.is_file():
@@ -315,6 +339,10 @@ def distributed_context(device: torch.device | None = None):
 
 def shard(batch, rank: int, world: int):
     """This rank's slice of a global batch (tensors split on dim 0)."""
+    from .checks import check_int, check_positive_int
+
+    check_positive_int(world, "world")
+    check_int(rank, "rank", minimum=0, maximum=world - 1)
     if world == 1:
         return batch
     if isinstance(batch, torch.Tensor):

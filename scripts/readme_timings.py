@@ -18,6 +18,7 @@ STEPS = [
     ("make test (fresh clone)", "`make test` from a fresh clone: create `.venv`, install the pins, unit tests, nbval"),
     ("make book", "`make book` after that: execute every notebook, build `_build/html`"),
     ("make check-book", "`make check-book` after that: every page in headless Chromium, offline, with screenshots"),
+    ("make check-portable", "`make check-portable`: nbval over every notebook under 4 CPU variants (no SIMD and AVX2, 1 and 2 threads)"),
     ("notebook 00", "`notebooks/00_data_and_evaluation.ipynb`, book profile, top to bottom"),
     ("notebook 01", "`notebooks/01_crn.ipynb`, book profile, top to bottom"),
     ("notebook 02", "`notebooks/02_sims.ipynb`, book profile, top to bottom"),
@@ -50,7 +51,9 @@ def table() -> str:
         if key in timings:
             if timings[key]["exit_code"] != 0:
                 raise ValueError(f"the recorded run of {key!r} failed (exit {timings[key]['exit_code']}); rerun it")
-            lines.append(f"| {text} | {_minutes(timings[key]['seconds'])} | `{timings[key]['commit'][:7]}` |")
+            load = timings[key].get("load_average")
+            where = f" (1-min load {load['before']:.1f} before, {load['after']:.1f} after)" if load else ""
+            lines.append(f"| {text} | {_minutes(timings[key]['seconds'])}{where} | `{timings[key]['commit'][:7]}` |")
     import torch
 
     judge = torch.load(ROOT / "checkpoints/judge.pt", weights_only=True)["train"]

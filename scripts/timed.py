@@ -2,8 +2,10 @@
 
     python scripts/timed.py --out reports/benchmarks/timings.json "make test" -- make test
 
-Appends {name: {"seconds", "command", "exit_code", "cores", provenance}} to the
-JSON file (written atomically) and exits with the command's exit code.
+Appends {name: {"seconds", "command", "exit_code", "cores", "load_average", provenance}}
+to the JSON file (written atomically) and exits with the command's exit code.
+``load_average`` is the 1-minute load before and after the command: other work
+on the machine slows a timing, and the reader should know how much there was.
 """
 import argparse
 import json
@@ -22,13 +24,16 @@ def main():
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    load_before = os.getloadavg()[0]
     began = time.monotonic()
     code = subprocess.call(command)
     seconds = time.monotonic() - began
+    load_after = os.getloadavg()[0]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     record = json.loads(args.out.read_text()) if args.out.is_file() else {}
     record[args.name] = {"seconds": round(seconds, 1), "command": " ".join(command), "exit_code": code,
                          "cores": os.cpu_count(), "commit": commit,
+                         "load_average": {"before": round(load_before, 2), "after": round(load_after, 2)},
                          "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")

@@ -345,3 +345,52 @@ def test_reproduce_repo_option_and_a_folder_outside_any_checkout(course, tmp_pat
     assert cli.main(["reproduce", "--profile", "smoke", "--repo", str(tmp_path), "00"]) == 2
     assert "not a checkout" in capsys.readouterr().err
     assert cli.choose_repository()[0] == cli.REPO_ROOT   # outside any checkout: the installed one, said so
+
+
+# ------------------------------------------------------------------ the rest of train, report, claims
+
+def _public_calls():
+    from labkit import claims, report, show_source, train
+
+    record = report.read_chapter_record("crn")
+    return [
+        (lambda: train.select_profile(["book"], "book"), "profiles"),
+        (lambda: train.select_profile({"book": 3}, "book"), "profiles"),
+        (lambda: train.reports_dir("weird/../x", "crn"), "profile"),
+        (lambda: train.reports_dir("book", ""), "chapter"),
+        (lambda: train.record_dir("book", "../crn"), "chapter"),
+        (lambda: train.provenance("book", -1, "cpu"), "seed"),
+        (lambda: train.provenance("book", 0, "gpu"), "device"),
+        (lambda: train.provenance("book", 0, "cpu", wall_time_s=-3), "wall_time_s"),
+        (lambda: train.write_metrics("/tmp/never.json", [1], {}), "metrics"),
+        (lambda: train.write_metrics("/tmp/never.json", {}, [1]), "provenance_info"),
+        (lambda: train.read_run_record(REPO / "reports/book/crn/metrics.json", "m", "book", "crn"), "required"),
+        (lambda: train.shard(torch.zeros(4), 0, 0), "world"),
+        (lambda: train.shard(torch.zeros(4), 5, 2), "rank"),
+        (lambda: report.read_records("weird"), "profile"),
+        (lambda: report.html_table("x", []), "rows"),
+        (lambda: report.html_table([{"a": 1}], ["a"]), "columns"),
+        (lambda: report.verdict_counts([{"x": 1}]), "rows"),
+        (lambda: report.environment("gpu"), "device"),
+        (lambda: report.chapter_costs([record]), "records"),
+        (lambda: report.record_environments([record]), "records"),
+        (lambda: claims.verdict("yes"), r"tests\[0\]"),
+        (lambda: claims.check_claims([lambda: (1,)]), "must return"),
+        (lambda: claims.check_claims([lambda: ("c", "e", "true")]), "verdict"),
+        (lambda: claims.check_claims(["not a function"]), "checks"),
+        (lambda: show_source(3), "obj"),
+    ]
+
+
+def test_the_other_public_entries_refuse_bad_input_clearly():
+    failures = []
+    for call, name in _public_calls():
+        try:
+            call()
+            failures.append(f"accepted ({name})")
+        except ValueError as error:
+            import re
+
+            if not re.search(name, str(error)):
+                failures.append(f"message {str(error)!r} does not name {name!r}")
+    assert not failures, failures
