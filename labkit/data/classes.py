@@ -48,9 +48,17 @@ PALETTE = np.array([c.color for c in CLASSES], dtype=np.uint8)
 def colorize(label) -> np.ndarray:
     """Label map (H, W) of class indices -> (H, W, 3) uint8 colour image.
 
-    Ignored pixels (:data:`IGNORE_INDEX`) are drawn black.
+    ``label`` holds integers in ``[0, NUM_CLASSES)`` or :data:`IGNORE_INDEX`
+    (any shape; the colour axis is appended). Ignored pixels are drawn black;
+    any other id raises ``ValueError``.
     """
     label = np.asarray(label)
+    if not np.issubdtype(label.dtype, np.integer):
+        raise ValueError(f"label must hold integer class ids, got dtype {label.dtype}")
+    bad = ((label < 0) | (label >= NUM_CLASSES)) & (label != IGNORE_INDEX)
+    if bad.any():
+        raise ValueError(f"label has class ids out of range [0, {NUM_CLASSES - 1}] or {IGNORE_INDEX}: "
+                         f"{np.unique(label[bad])[:5].tolist()}")
     out = np.zeros(label.shape + (3,), dtype=np.uint8)
     valid = label < NUM_CLASSES
     out[valid] = PALETTE[label[valid]]

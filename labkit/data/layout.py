@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .textures import TEXTURE_NAMES, noise_grids
+from .validation import check_rng
 
 CAR_COLOURS = np.array([
     (0.92, 0.92, 0.90), (0.08, 0.08, 0.09), (0.62, 0.63, 0.65), (0.70, 0.08, 0.07),
@@ -108,7 +109,10 @@ def _sample_facades(rng, rows_depth_limit=60.0) -> list[Facade]:
 
 def sample_scene(rng: np.random.Generator) -> Scene:
     """Draw one scene. Every random number is drawn here, so rendering
-    the returned description is deterministic at any resolution."""
+    the returned description is deterministic at any resolution.
+
+    rng: a ``numpy.random.Generator`` (``np.random.default_rng(seed)``)."""
+    check_rng(rng)
     horizon = rng.uniform(0.36, 0.5)
     vanishing_u = rng.uniform(0.3, 0.7)
     below = 1.0 - horizon

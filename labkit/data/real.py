@@ -10,6 +10,11 @@ and metrics do not care where the pixels came from:
   1 … K = the instances of our instance classes (person, car)
 * ``"path"``: the image file, as a string
 
+Images may be 8-bit (greyscale, palette, RGB, RGBA: converted to RGB) or
+16-bit greyscale PNGs, which are scaled by their own range (value / 65535),
+not clipped to 8 bits. A file that cannot be decoded (truncated, corrupt, not
+an image) raises :class:`ImageFileError` naming it.
+
 Nothing here is downloaded; point ``root`` at a folder you already have.
 """
 from __future__ import annotations
@@ -21,7 +26,9 @@ import torch
 from torch.utils.data import Dataset
 from PIL import Image
 
+from ..checks import check_int, check_pair, check_path
 from .classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
+from .scenes import _index
 from .validation import check_label_map
 
 CITYSCAPES_SPLITS = ("train", "val", "test")
@@ -39,6 +46,31 @@ def cityscapes_label_id_lookup() -> np.ndarray:
 CITYSCAPES_INSTANCE_LABEL_IDS = tuple(c.cityscapes_label_id for c in CLASSES if c.is_instance)
 
 
+def _integer_array(values, name: str) -> np.ndarray:
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"{name} must be an integer array (H, W), got dtype {values.dtype}")
+    return values
+
+
+class ImageFileError(ValueError):
+    """An image or label file exists but cannot be decoded (truncated, corrupt, not an image)."""
+
+
+# Pillow's modes for 16-bit greyscale PNGs ("I" in older versions, "I;16…" in newer ones).
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _open(path: Path) -> Image.Image:
+    """Decode ``path`` completely (a truncated file fails here), or raise ImageFileError naming it."""
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            return picture.copy()   # the pixels outlive the closed file
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageFileError(f"{path} cannot be read as an image ({type(error).__name__}: {error})") from error
+
+
 def _resize(picture: Image.Image, size, resample) -> Image.Image:
     if size is None:
         return picture
@@ -47,30 +79,52 @@ def _resize(picture: Image.Image, size, resample) -> Image.Image:
 
 
 def _read_rgb(path: Path, size) -> torch.Tensor:
-    with Image.open(path) as picture:
-        # Pillow's BILINEAR widens its filter when shrinking, i.e. it antialiases.
-        picture = _resize(picture.convert("RGB"), size, Image.BILINEAR)
-        pixels = np.asarray(picture, dtype=np.float32) / 255.0
+    picture = _open(path)
+    if picture.mode in _SIXTEEN_BIT_MODES:
+        # 16-bit greyscale: convert("RGB") would clip every value above 255 to white.
+        values = np.asarray(picture, dtype=np.float32)
+        if values.min() < 0 or values.max() > 65535:
+            raise ImageFileError(f"{path} is a {picture.mode} image with values outside 16 bits "
+                                 f"[{values.min():g}, {values.max():g}]; expected 8- or 16-bit pixels")
+        grey = _resize(Image.fromarray(values, mode="F"), size, Image.BILINEAR)
+        pixels = np.clip(np.asarray(grey, dtype=np.float32) / 65535.0, 0.0, 1.0)
+        return torch.from_numpy(np.ascontiguousarray(np.broadcast_to(pixels, (3, *pixels.shape))))
+    # Pillow's BILINEAR widens its filter when shrinking, i.e. it antialiases.
+    picture = _resize(picture.convert("RGB"), size, Image.BILINEAR)
+    pixels = np.asarray(picture, dtype=np.float32) / 255.0
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
 
 
 def _read_single_channel(path: Path, size, image_size, image_path: Path) -> np.ndarray:
     """Read a label-like PNG as an int64 (H, W) array, resized with nearest."""
-    with Image.open(path) as picture:
-        if picture.size != image_size:
-            raise ValueError(
-                f"{path} is {picture.size[0]}x{picture.size[1]} (WxH) but its image "
-                f"{image_path} is {image_size[0]}x{image_size[1]}; they must have the same size")
-        picture = _resize(picture, size, Image.NEAREST)
-        values = np.asarray(picture)
+    picture_size = _image_size(path)
+    if picture_size != image_size:
+        raise ValueError(
+            f"{path} is {picture_size[0]}x{picture_size[1]} (WxH) but its image "
+            f"{image_path} is {image_size[0]}x{image_size[1]}; they must have the same size")
+    values = np.asarray(_resize(_open(path), size, Image.NEAREST))
     if values.ndim != 2:
         raise ValueError(f"{path} must be a single-channel label PNG, got shape {values.shape}")
     return values.astype(np.int64)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as picture:
-        return picture.size
+    try:
+        with Image.open(path) as picture:
+            return picture.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageFileError(f"{path} cannot be read as an image ({type(error).__name__}: {error})") from error
+
+
+def _check_size(size):
+    return None if size is None else check_pair(size, "size")
+
+
+def _sample_index(index, length: int) -> int:
+    index = _index(index, "index")
+    if not -length <= index < length:
+        raise IndexError(f"index {index} out of range for a data set of {length} samples")
+    return index
 
 
 class CityscapesDataset(Dataset):
@@ -89,16 +143,16 @@ class CityscapesDataset(Dataset):
     our instance classes are renumbered 1 … K in order of their raw id, all
     other pixels are 0. Without an instanceIds file, ``"instances"`` is all 0.
 
-    size: optional (H, W); images are resized bilinearly (antialiased),
-    labels and instances with nearest neighbour.
+    size: optional (H, W), two positive integers; images are resized
+    bilinearly (antialiased), labels and instances with nearest neighbour.
     """
 
     def __init__(self, root, split: str = "train", size=None):
-        if split not in CITYSCAPES_SPLITS:
+        if not isinstance(split, str) or split not in CITYSCAPES_SPLITS:
             raise ValueError(f"unknown Cityscapes split {split!r}; allowed: {', '.join(CITYSCAPES_SPLITS)}")
-        self.root = Path(root)
+        self.root = check_path(root, "root")
         self.split = split
-        self.size = tuple(size) if size is not None else None
+        self.size = _check_size(size)
         expected = (f"expected leftImg8bit/{split}/ and gtFine/{split}/ "
                     "from the official Cityscapes download")
         if not self.root.is_dir():
@@ -128,7 +182,8 @@ class CityscapesDataset(Dataset):
         return len(self.image_paths)
 
     def map_label_ids(self, label_ids: np.ndarray) -> np.ndarray:
-        """Cityscapes labelIds (H, W) -> our class indices (H, W), others IGNORE_INDEX."""
+        """Cityscapes labelIds (H, W) integer array -> our class indices (H, W), others IGNORE_INDEX."""
+        label_ids = _integer_array(label_ids, "label_ids")
         in_table = (label_ids >= 0) & (label_ids < len(self.lookup))
         label = np.full(label_ids.shape, IGNORE_INDEX, dtype=np.int64)
         label[in_table] = self.lookup[label_ids[in_table]]
@@ -136,7 +191,8 @@ class CityscapesDataset(Dataset):
 
     @staticmethod
     def map_instance_ids(instance_ids: np.ndarray) -> np.ndarray:
-        """Cityscapes instanceIds (H, W) -> 0 / consecutive ids 1 … K of our instance classes."""
+        """Cityscapes instanceIds (H, W) integer array -> 0 / consecutive ids 1 … K of our instance classes."""
+        instance_ids = _integer_array(instance_ids, "instance_ids")
         is_ours = (instance_ids >= 1000) & np.isin(instance_ids // 1000, CITYSCAPES_INSTANCE_LABEL_IDS)
         raw_ids = np.unique(instance_ids[is_ours])
         instances = np.zeros(instance_ids.shape, dtype=np.int64)
@@ -144,6 +200,7 @@ class CityscapesDataset(Dataset):
         return instances
 
     def __getitem__(self, index: int) -> dict:
+        index = _sample_index(index, len(self))
         image_path, label_path = self.image_paths[index], self.label_paths[index]
         image_size = _image_size(image_path)
         label_ids = _read_single_channel(label_path, self.size, image_size, image_path)
@@ -172,15 +229,21 @@ class ImageLabelFolder(Dataset):
     ignored and 1 … 150 become 0 … 149). A raw 255 stays IGNORE_INDEX.
     Any other id outside ``[0, num_classes)`` raises ValueError naming the file.
 
-    size: optional (H, W); bilinear (antialiased) for images, nearest for labels.
+    size: optional (H, W), two positive integers; bilinear (antialiased) for
+    images, nearest for labels. images, labels: folder names under ``root``;
+    label_offset: an integer; num_classes: an integer in [1, 255] (255 is
+    IGNORE_INDEX).
     """
 
     def __init__(self, root, images: str = "images", labels: str = "annotations", size=None,
                  label_offset: int = 0, num_classes: int = NUM_CLASSES):
-        self.root = Path(root)
-        self.size = tuple(size) if size is not None else None
-        self.label_offset = label_offset
-        self.num_classes = num_classes
+        self.root = check_path(root, "root")
+        for name, folder in (("images", images), ("labels", labels)):
+            if not isinstance(folder, str) or not folder:
+                raise ValueError(f"{name} must be a folder name under root (a non-empty str), got {folder!r}")
+        self.size = _check_size(size)
+        self.label_offset = check_int(label_offset, "label_offset")
+        self.num_classes = check_int(num_classes, "num_classes", minimum=1, maximum=IGNORE_INDEX)
         expected = f"expected {images}/<name>.jpg|.png and {labels}/<name>.png"
         if not self.root.is_dir():
             raise FileNotFoundError(f"dataset root {self.root} does not exist; {expected}")
@@ -208,6 +271,7 @@ class ImageLabelFolder(Dataset):
         return len(self.image_paths)
 
     def __getitem__(self, index: int) -> dict:
+        index = _sample_index(index, len(self))
         image_path, label_path = self.image_paths[index], self.label_paths[index]
         raw = _read_single_channel(label_path, self.size, _image_size(image_path), image_path)
         label = raw - self.label_offset

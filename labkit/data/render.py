@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import check_positive_int
 from .classes import CLASS_INDEX
 from .layout import Scene, Thing
 from .textures import TEXTURE_NAMES, smooth_noise, texture_crops
@@ -234,6 +235,33 @@ def _sky(canvas: _Canvas, scene: Scene, clouds: np.ndarray) -> np.ndarray:
     return sky * (1 - 0.8 * cloud) + 0.93 * 0.8 * cloud
 
 
+def check_scene(scene, name: str = "scene") -> Scene:
+    """A :class:`Scene` whose every thing has a kind the renderer can draw."""
+    if not isinstance(scene, Scene):
+        raise ValueError(f"{name} must be a labkit.data.Scene (StreetScenes.scene(i), possibly edited with "
+                         f"dataclasses.replace), got {type(scene).__name__}")
+    for k, thing in enumerate(scene.things):
+        if not isinstance(thing, Thing) or thing.kind not in _DRAW:
+            kind = thing.kind if isinstance(thing, Thing) else type(thing).__name__
+            raise ValueError(f"{name}.things[{k}] must be a Thing of kind {sorted(_DRAW)}, got {kind!r}")
+    return scene
+
+
+def check_object_ids(remove, name: str = "remove") -> list[int]:
+    """A collection (list, tuple, set) of integer object ids; returns them as ints."""
+    import operator
+
+    if isinstance(remove, (str, bytes)) or not hasattr(remove, "__iter__"):
+        raise ValueError(f"{name} must be a list of integer object ids, got {remove!r}")
+    ids = list(remove)
+    try:
+        if any(isinstance(v, (bool, np.bool_)) for v in ids):
+            raise TypeError
+        return [operator.index(v) for v in ids]
+    except TypeError:
+        raise ValueError(f"{name} must be a list of integer object ids, got {ids!r}") from None
+
+
 def render_scene(scene: Scene, height: int, remove=()) -> dict:
     """Draw ``scene`` on a (height, 2·height) canvas.
 
@@ -242,10 +270,16 @@ def render_scene(scene: Scene, height: int, remove=()) -> dict:
     (0 = none), ``depth_order`` the instance ids of the visible objects sorted
     front to back. ``remove``: instance ids to leave out (they and their
     shadows are not drawn; what was behind them is).
+
+    scene: a :class:`~labkit.data.layout.Scene` whose things are of the kinds
+    ``car``, ``person``, ``tree`` or ``pole``; height: a positive integer;
+    remove: a collection of integer ids.
     """
+    check_scene(scene)
+    height = check_positive_int(height, "height")
+    removed = set(check_object_ids(remove))
     width = 2 * height
     canvas = _Canvas(height, width)
-    removed = set(int(r) for r in remove)
     _skyline(canvas, scene)
     _ground(canvas, scene)
     _facades(canvas, scene)

@@ -17,6 +17,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..checks import check_int, check_non_empty, check_positive_int
+from .validation import check_rng
+
 TEXTURE_NAMES = ("flat", "brick", "grass", "gravel", "foliage", "fabric")
 """Index into the texture stack. ``flat`` is all zeros (no detail);
 ``foliage`` is the grass photo at a coarser scale; ``fabric`` is fine noise."""
@@ -46,13 +49,18 @@ def _rescale(image: np.ndarray, factor: float) -> np.ndarray:
     return (out / (out.std() + 1e-6)).astype(np.float32)
 
 
-@lru_cache(maxsize=16)
 def texture_stack(height: int) -> np.ndarray:
     """(len(TEXTURE_NAMES), 2·T, 4·T) float32 mirrored detail mosaics for a
-    canvas ``height`` rows tall, where ``T`` is the texture tile size there.
+    canvas ``height`` rows tall (a positive integer), where ``T`` is the
+    texture tile size there.
 
     A crop of (height, 2·height) at any offset in ``[0, T) × [0, 2·T)`` fits.
     """
+    return _texture_stack(check_positive_int(height, "height"))
+
+
+@lru_cache(maxsize=16)
+def _texture_stack(height: int) -> np.ndarray:
     scale = height / _BASE_HEIGHT
     tiles = {
         "brick": _rescale(_photo_detail("brick"), 0.3 * scale),
@@ -89,8 +97,19 @@ def texture_crops(offsets: np.ndarray, height: int, width: int) -> np.ndarray:
 
     offsets: (len(TEXTURE_NAMES), 2) fractions in [0, 1) of where each crop
     starts, so the same scene picks the same part of each photo at any size.
+    height: a positive integer; width: an integer in [1, 2·height].
     """
-    stack = texture_stack(height)
+    height = check_positive_int(height, "height")
+    width = check_int(width, "width", minimum=1, maximum=2 * height)
+    offsets = np.asarray(offsets)
+    if offsets.shape != (len(TEXTURE_NAMES), 2) or not np.issubdtype(offsets.dtype, np.number):
+        raise ValueError(f"offsets must be a ({len(TEXTURE_NAMES)}, 2) array of fractions in [0, 1), "
+                         f"got {offsets.dtype} array of shape {offsets.shape}")
+    if not np.isfinite(offsets).all():
+        raise ValueError("offsets contains NaN or infinite values")
+    if offsets.min() < 0 or offsets.max() >= 1:
+        raise ValueError(f"offsets must be fractions in [0, 1), got range [{offsets.min():.3g}, {offsets.max():.3g}]")
+    stack = _texture_stack(height)
     tile = stack.shape[1] // 2
     crops = np.empty((stack.shape[0], height, width), np.float32)
     for k in range(stack.shape[0]):
@@ -116,7 +135,13 @@ NOISE_OCTAVES = (3, 6, 12)
 
 
 def noise_grids(rng: np.random.Generator, octaves: tuple[int, ...] = NOISE_OCTAVES) -> list[np.ndarray]:
-    """Random control grids for :func:`smooth_noise`, (rows+1, 2·rows+1) each."""
+    """Random control grids for :func:`smooth_noise`, (rows+1, 2·rows+1) each.
+
+    rng: a ``numpy.random.Generator``; octaves: positive integers (rows per grid)."""
+    check_rng(rng)
+    octaves = check_non_empty(octaves, "octaves")
+    for rows in octaves:
+        check_positive_int(rows, "octaves entries")
     return [rng.uniform(-1, 1, (rows + 1, 2 * rows + 1)).astype(np.float32) for rows in octaves]
 
 
@@ -126,7 +151,18 @@ def smooth_noise(grids: list[np.ndarray], height: int, width: int) -> np.ndarray
     Each control grid is upsampled bilinearly to the canvas, so the noise has
     the same shape at every resolution; each finer octave gets half the
     amplitude of the previous one.
+
+    grids: a non-empty list of finite 2-d arrays, each at least 2×2 (see
+    :func:`noise_grids`); height and width: positive integers.
     """
+    grids = check_non_empty(grids, "grids")
+    height, width = check_positive_int(height, "height"), check_positive_int(width, "width")
+    for k, grid in enumerate(grids):
+        if not isinstance(grid, np.ndarray) or grid.ndim != 2 or min(grid.shape) < 2:
+            raise ValueError(f"grids[{k}] must be a 2-d array of at least 2×2 control values, got "
+                             f"{getattr(grid, 'shape', type(grid).__name__)}")
+        if not np.isfinite(grid).all():
+            raise ValueError(f"grids[{k}] contains NaN or infinite values")
     total = np.zeros((height, width), np.float32)
     amplitude = 1.0
     for grid in grids:

@@ -8,16 +8,19 @@ import torch
 from .classes import IGNORE_INDEX, NUM_CLASSES
 
 _INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8)
+_LABEL_SHAPES = {1: "(P,)", 2: "(H, W)", 3: "(N, H, W)"}
 
 
 def check_label_map(label, name: str = "label", *, num_classes: int = NUM_CLASSES,
-                    allow_ignore: bool = False, ndim: tuple[int, ...] = (2, 3)) -> torch.Tensor:
+                    allow_ignore: bool = False, ndim: tuple[int, ...] = (2, 3),
+                    non_empty: bool = False) -> torch.Tensor:
     """Validate a label map and return it as an int64 tensor.
 
-    label: (H, W) or (N, H, W) integer class indices in ``[0, num_classes)``;
+    label: (H, W) or (N, H, W) integer class indices in ``[0, num_classes)``
+    (``ndim`` may also allow 1: a flat (P,) selection of pixels);
     with ``allow_ignore`` the value ``IGNORE_INDEX`` (255) is accepted too.
     Raises ``ValueError`` naming the argument for a float dtype, a wrong number
-    of dimensions or an id out of range.
+    of dimensions, an id out of range, or (with ``non_empty``) no pixels at all.
     """
     if isinstance(label, np.ndarray):
         if not np.issubdtype(label.dtype, np.integer):
@@ -28,8 +31,11 @@ def check_label_map(label, name: str = "label", *, num_classes: int = NUM_CLASSE
     if label.dtype not in _INTEGER_DTYPES:
         raise ValueError(f"{name} must hold integer class ids (int64), got dtype {label.dtype}")
     if label.dim() not in ndim:
-        shapes = " or ".join({2: "(H, W)", 3: "(N, H, W)"}[d] for d in ndim)
+        shapes = " or ".join(_LABEL_SHAPES.get(d, f"{d}-d") for d in ndim)
         raise ValueError(f"{name} must have shape {shapes}, got {tuple(label.shape)}")
+    if non_empty and label.numel() == 0:
+        raise ValueError(f"{name} must not be empty: expected at least one label map with H, W ≥ 1, "
+                         f"got shape {tuple(label.shape)}")
     label = label.long()
     if label.numel():
         bad = (label < 0) | (label >= num_classes)
@@ -42,8 +48,13 @@ def check_label_map(label, name: str = "label", *, num_classes: int = NUM_CLASSE
     return label
 
 
-def check_images(images, name: str = "images", *, ndim: tuple[int, ...] = (3, 4)) -> torch.Tensor:
-    """Validate float images (3, H, W) or (N, 3, H, W) with values in [0, 1]."""
+def check_images(images, name: str = "images", *, ndim: tuple[int, ...] = (3, 4),
+                 non_empty: bool = False) -> torch.Tensor:
+    """Validate float images (3, H, W) or (N, 3, H, W) with values in [0, 1]
+    (and, with ``non_empty``, at least one image of at least one pixel).
+
+    One pass over the data for finiteness and one for the range, so it is
+    cheap enough for a training step."""
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
@@ -53,21 +64,35 @@ def check_images(images, name: str = "images", *, ndim: tuple[int, ...] = (3, 4)
     if images.dim() not in ndim or images.shape[-3] != 3:
         shapes = " or ".join({3: "(3, H, W)", 4: "(N, 3, H, W)"}[d] for d in ndim)
         raise ValueError(f"{name} must have shape {shapes}, got {tuple(images.shape)}")
-    if images.numel() and not bool(torch.isfinite(images.detach()).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    lo, hi = (float(images.detach().min()), float(images.detach().max())) if images.numel() else (0.0, 1.0)
-    if lo < -1e-3 or hi > 1 + 1e-3:
-        raise ValueError(f"{name} must have values in [0, 1], got range [{lo:.3g}, {hi:.3g}]"
-                         " (map [-1, 1] outputs with (x + 1) / 2)")
+    if non_empty and images.numel() == 0:
+        raise ValueError(f"{name} must not be empty: expected at least one image with H, W ≥ 1, "
+                         f"got shape {tuple(images.shape)}")
+    if images.numel():
+        data = images.detach()
+        if not bool(torch.isfinite(data).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        lo, hi = (float(v) for v in torch.aminmax(data))
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(f"{name} must have values in [0, 1], got range [{lo:.3g}, {hi:.3g}]"
+                             " (map [-1, 1] outputs with (x + 1) / 2)")
     return images
 
 
-def check_image_label_pair(images, labels, *, allow_ignore: bool = False):
+def check_image_label_pair(images, labels, *, allow_ignore: bool = False, non_empty: bool = False):
     """Validate a batch of images (N, 3, H, W) against label maps (N, H, W)."""
-    images = check_images(images, "images", ndim=(4,))
-    labels = check_label_map(labels, "labels", allow_ignore=allow_ignore, ndim=(3,))
+    images = check_images(images, "images", ndim=(4,), non_empty=non_empty)
+    labels = check_label_map(labels, "labels", allow_ignore=allow_ignore, ndim=(3,), non_empty=non_empty)
     if images.shape[0] != labels.shape[0] or images.shape[-2:] != labels.shape[-2:]:
         raise ValueError(
             "images and labels must match: images (N, 3, H, W) with labels (N, H, W), got "
             f"{tuple(images.shape)} and {tuple(labels.shape)}")
     return images, labels
+
+
+def check_rng(rng, name: str = "rng") -> np.random.Generator:
+    """A NumPy random generator (``np.random.default_rng(seed)``), not a seed or the legacy module."""
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"{name} must be a numpy.random.Generator (np.random.default_rng(seed)), "
+                         f"got {type(rng).__name__}")
+    return rng
+
