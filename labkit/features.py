@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checks import check_device, check_path
 from .data.validation import check_images as _check_images
 
 VGG19_FILENAME = "vgg19-dcbb9e9d.pth"  # torchvision's file name for ImageNet VGG-19
@@ -38,8 +39,25 @@ class WeightsFileError(ValueError):
 
 
 def check_images(images, name: str = "images") -> torch.Tensor:
-    """Raise ValueError unless ``images`` is a float (N, 3, H, W) tensor in [0, 1]."""
-    return _check_images(images, name, ndim=(4,))
+    """Raise ValueError unless ``images`` is a float (N, 3, H, W) tensor in [0, 1] with N ≥ 1."""
+    return _check_images(images, name, ndim=(4,), non_empty=True)
+
+
+def _layer_names(layers, default, available, what: str, hint: str) -> tuple[str, ...]:
+    """``layers`` as a tuple of names from ``available``: one name, a non-empty sequence, or None (``default``)."""
+    if layers is None:
+        return tuple(default)
+    layers = (layers,) if isinstance(layers, str) else layers
+    try:
+        layers = tuple(layers)
+    except TypeError:
+        raise ValueError(f"layers must be a layer name or a sequence of them, got {layers!r}") from None
+    if not layers:
+        raise ValueError(f"layers must name at least one layer (or be None for {tuple(default)}), got {layers!r}")
+    bad = [n for n in layers if not isinstance(n, str) or n not in available]
+    if bad:
+        raise ValueError(f"layers has unknown {what} layer(s) {bad}; {hint}")
+    return layers
 
 
 class FeatureExtractor(nn.Module):
@@ -115,13 +133,8 @@ class VGG19Features(FeatureExtractor):
     LAYERS = _vgg19_layer_index()
 
     def __init__(self, layers=CRN_LAYERS, pool: str = "avg", source: str = "random init (no weights loaded)"):
-        layers = (layers,) if isinstance(layers, str) else tuple(layers or CRN_LAYERS)
-        bad = [n for n in layers if n not in self.LAYERS]
-        if bad:
-            raise ValueError(f"unknown VGG-19 layer(s) {bad}; use convB_K or reluB_K, "
-                             "B in 1..5, K in 1..2 (blocks 1-2) or 1..4 (blocks 3-5)")
-        if pool not in ("avg", "max"):
-            raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
+        layers = self.check_layers(layers)
+        self.check_pool(pool)
         super().__init__(layers, source)
         self.pool = pool
         mods, c_in = [], 3
@@ -138,6 +151,18 @@ class VGG19Features(FeatureExtractor):
         self._depth = max(self._taps) + 1
         self._min_size = 2 ** (max(self.LAYERS[n][1] for n in layers) - 1)
         self.freeze()
+
+    @classmethod
+    def check_layers(cls, layers) -> tuple[str, ...]:
+        """One layer name or a non-empty sequence of them (None: :data:`CRN_LAYERS`)."""
+        return _layer_names(layers, CRN_LAYERS, cls.LAYERS, "VGG-19",
+                            "use convB_K or reluB_K, B in 1..5, K in 1..2 (blocks 1-2) or 1..4 (blocks 3-5)")
+
+    @staticmethod
+    def check_pool(pool) -> str:
+        if not isinstance(pool, str) or pool not in ("avg", "max"):
+            raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
+        return pool
 
     def extract(self, images):
         if min(images.shape[-2:]) < self._min_size:
@@ -162,8 +187,10 @@ class VGG19Features(FeatureExtractor):
         path None: the torch hub cache (``default_path()``). Raises FileNotFoundError if
         the file is absent, WeightsFileError (a ValueError) if it is not a readable state
         dict, ValueError listing keys that are missing, unexpected or wrongly shaped.
+        ``layers`` and ``pool`` are checked before the file is read.
         """
-        path = Path(path) if path is not None else cls.default_path()
+        layers, pool = cls.check_layers(layers), cls.check_pool(pool)
+        path = check_path(path, "path") if path is not None else cls.default_path()
         if not path.is_file():
             raise FileNotFoundError(f"VGG-19 weights not found at {path}. Nothing is downloaded: supply "
                                     f"torchvision's {VGG19_FILENAME} there or pass its path")
@@ -201,11 +228,12 @@ class JudgeFeatures(FeatureExtractor):
     name = "judge"
 
     def __init__(self, judge, layers=None, source: str | None = None):
+        if not callable(getattr(judge, "encoder_features", None)) or \
+                not isinstance(getattr(judge, "feature_names", None), (tuple, list)):
+            raise ValueError(f"judge must be a network with encoder_features() and feature_names "
+                             f"(labkit.judge.load_judge()), got {type(judge).__name__}")
         names = tuple(judge.feature_names)
-        layers = names if layers is None else ((layers,) if isinstance(layers, str) else tuple(layers))
-        bad = [n for n in layers if n not in names]
-        if bad:
-            raise ValueError(f"unknown judge layer(s) {bad}; available: {names}")
+        layers = _layer_names(layers, names, names, "judge", f"available: {names}")
         if source is None:
             source = getattr(judge, "source", None) or f"{type(judge).__name__} (checkpoint unknown)"
         super().__init__(layers, source)
@@ -233,14 +261,16 @@ def load_feature_extractor(kind: str = "auto", vgg_weights=None, layers=None, de
     kind "auto": VGG-19 if ``vgg_weights`` is given or the hub cache has the file, else
     the judge. Layer names differ between the two, so leave ``layers`` None with "auto".
     With ``verbose`` it prints which extractor and weights were used; store
-    ``extractor.describe()`` with the run too.
+    ``extractor.describe()`` with the run too. ``device`` is checked first: a
+    device name that exists here (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``) or a torch.device.
     """
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ValueError(f"unknown feature extractor kind {kind!r}; allowed: {KINDS}")
+    check_device(device)
     if kind == "auto":
         kind = "vgg19" if vgg_weights is not None or VGG19Features.default_path().is_file() else "judge"
     if kind == "vgg19":
-        extractor = VGG19Features.from_weights(vgg_weights, layers=layers or CRN_LAYERS)
+        extractor = VGG19Features.from_weights(vgg_weights, layers=layers)
         label = f"VGG-19 {', '.join(extractor.layer_names)}"
     else:
         extractor = JudgeFeatures(_load_judge(device), layers=layers)

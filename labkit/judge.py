@@ -22,7 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from .data import NUM_CLASSES, render_batch
+from .checks import (check_device, check_int, check_non_empty, check_number, check_path, check_positive_int,
+                     check_seed, check_tensor)
+from .data import NUM_CLASSES, SPLITS, check_size, render_batch
+from .data.validation import check_images, check_rng
 from .train import REPO_ROOT, fit, git_commit, setup
 
 JUDGE_PATH = REPO_ROOT / "checkpoints" / "judge.pt"
@@ -45,16 +48,22 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
 class JudgeNet(nn.Module):
     """A four-level U-Net.
 
-    images (N, 3, H, W) in [0, 1], H and W multiples of 8 → logits
+    images (N, 3, H, W) in [0, 1], N ≥ 1, H and W multiples of 8 → logits
     (N, NUM_CLASSES, H, W). ``encoder_features`` returns the four encoder
     stages ``enc1`` … ``enc4`` at strides 1, 2, 4, 8 with
-    ``JUDGE_WIDTHS`` channels.
+    ``JUDGE_WIDTHS`` channels (it needs H and W ≥ 8, no multiple, and checks
+    the shape only).
+
+    widths: a non-empty sequence of positive integers, one per level;
+    num_classes: a positive integer.
     """
 
     feature_names = ("enc1", "enc2", "enc3", "enc4")
 
     def __init__(self, widths=JUDGE_WIDTHS, num_classes: int = NUM_CLASSES):
         super().__init__()
+        widths = _check_widths(widths)
+        num_classes = check_positive_int(num_classes, "num_classes")
         self.widths = tuple(widths)
         self.register_buffer("mean", torch.tensor([0.45, 0.45, 0.45]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
@@ -68,7 +77,28 @@ class JudgeNet(nn.Module):
         self.head = nn.Conv2d(widths[0], num_classes, 1)
         self.source = "untrained"
 
+    def _check_images(self, images, multiple: int = 1, values: bool = True) -> torch.Tensor:
+        if values:
+            images = check_images(images, "images", ndim=(4,), non_empty=True)
+        else:
+            check_tensor(images, "images", shape="(N, 3, H, W)", ndim=4, channels=3, finite=False)
+        smallest = 2 ** (len(self.widths) - 1)   # every pooled stage keeps at least one pixel
+        height, width = images.shape[-2:]
+        if min(height, width) < smallest:
+            raise ValueError(f"images must be at least {smallest}×{smallest} pixels for the judge's "
+                             f"{len(self.widths)} levels, got {height}×{width}")
+        if height % multiple or width % multiple:
+            raise ValueError(f"images must have H and W divisible by {multiple} for the judge, got {(height, width)}")
+        return images
+
     def encoder_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """images (N, 3, H, W) float, N ≥ 1, H and W ≥ 8 → the encoder stages.
+
+        Only the shape is checked here, not the values: perceptual losses call this every
+        training step on generator outputs that are not clamped to [0, 1] (CRN's)."""
+        return self._encoder_features(self._check_images(images, values=False))
+
+    def _encoder_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         x = (images - self.mean) / self.std
         features = []
         for k, encoder in enumerate(self.encoders):
@@ -79,10 +109,10 @@ class JudgeNet(nn.Module):
         return features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        height, width = images.shape[-2:]
-        if height % 8 or width % 8:
-            raise ValueError(f"judge input must have H and W divisible by 8, got {(height, width)}")
-        features = self.encoder_features(images)
+        return self._logits(self._check_images(images, multiple=8))
+
+    def _logits(self, images: torch.Tensor) -> torch.Tensor:
+        features = self._encoder_features(images)
         x = features[-1]
         for decoder, skip in zip(self.decoders, reversed(features[:-1])):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
@@ -96,25 +126,44 @@ class JudgeNet(nn.Module):
         Averages the class probabilities of the image and of its mirror image
         (street scenes are left-right symmetric); on held-out scenes this gains
         a little mIoU over a single pass, mostly on poles and persons.
+
+        images: N ≥ 1 images in [0, 1], H and W multiples of 8; batch_size: a positive integer.
         """
+        images = self._check_images(images, multiple=8)
+        batch_size = check_positive_int(batch_size, "batch_size")
         was_training = self.training
         self.eval()
         predictions = []
         device = next(self.parameters()).device
         for i in range(0, len(images), batch_size):
             batch = images[i:i + batch_size].to(device)
-            probabilities = self(batch).softmax(1) + self(batch.flip(-1)).softmax(1).flip(-1)
+            probabilities = self._logits(batch).softmax(1) + self._logits(batch.flip(-1)).softmax(1).flip(-1)
             predictions.append(probabilities.argmax(1))
         self.train(was_training)
         return torch.cat(predictions).to(images.device)
+
+
+def _check_widths(widths) -> tuple[int, ...]:
+    if isinstance(widths, (str, bytes)):
+        raise ValueError(f"widths must be a non-empty sequence of positive integers, got {widths!r}")
+    widths = check_non_empty(widths, "widths")
+    for width in widths:
+        if not isinstance(width, (int, np.integer)) or isinstance(width, bool) or width < 1:
+            raise ValueError(f"widths must be a non-empty sequence of positive integers, got {widths}")
+    return tuple(int(w) for w in widths)
 
 
 _CACHE: dict = {}
 
 
 def load_judge(path=None, device="cpu") -> JudgeNet:
-    """The committed judge (cached per path and device), in eval mode."""
-    path = Path(path) if path is not None else JUDGE_PATH
+    """The committed judge (cached per path and device), in eval mode.
+
+    path: None (``checkpoints/judge.pt``) or a path to a judge checkpoint;
+    device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``, ``"auto"`` or a torch.device
+    that exists here."""
+    path = check_path(path, "path") if path is not None else JUDGE_PATH
+    device = check_device(device)
     key = (str(path.resolve()), str(device))
     if key not in _CACHE:
         if not path.is_file():
@@ -122,7 +171,10 @@ def load_judge(path=None, device="cpu") -> JudgeNet:
         state = load_checkpoint(path)
         if "model" not in state or "widths" not in state:
             raise CheckpointError(f"{path} is not a judge checkpoint (expected keys 'model' and 'widths')")
-        judge = JudgeNet(widths=state["widths"])
+        try:
+            judge = JudgeNet(widths=state["widths"])
+        except ValueError as error:
+            raise CheckpointError(f"{path} is not a usable judge checkpoint: {error}") from error
         try:
             judge.load_state_dict({k: v.float() for k, v in state["model"].items()})
         except RuntimeError as error:
@@ -135,8 +187,24 @@ def load_judge(path=None, device="cpu") -> JudgeNet:
 
 
 def evaluate(judge: JudgeNet, sizes=EVAL_SIZES, count: int = EVAL_SCENES, split: str = "test") -> dict:
-    """mIoU and pixel accuracy of the judge on held-out real scenes."""
-    from .metrics import segmentation_scores
+    """mIoU and pixel accuracy of the judge on held-out real scenes.
+
+    sizes: a non-empty sequence of StreetScenes sizes (H, 2·H); count: a positive integer."""
+    from .metrics import _check_judge, segmentation_scores
+
+    if judge is None:
+        raise ValueError("judge must be a JudgeNet (labkit.judge.load_judge()), got None")
+    _check_judge(judge)
+    expected = f"sizes must be a non-empty sequence of (H, W) sizes such as ((64, 128),), got {sizes!r}"
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise ValueError(expected)
+    sizes = check_non_empty(sizes, "sizes")
+    if not all(hasattr(size, "__len__") for size in sizes):
+        raise ValueError(expected)
+    sizes = [check_size(size, "sizes entries") for size in sizes]
+    count = check_positive_int(count, "count")
+    if not isinstance(split, str) or split not in SPLITS:
+        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
 
     scores = {}
     for size in sizes:
@@ -153,8 +221,13 @@ def degrade(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     crisp renders; a judge trained on renders alone scores a slightly blurred
     real scene far below the scene itself, which would make the FCN-score
     measure sharpness instead of layout. Half the batches stay clean.
+
+    images: (N, 3, H, W) in [0, 1]; rng: a ``numpy.random.Generator``.
     """
     from kornia.filters import gaussian_blur2d
+
+    check_images(images, "images", ndim=(4,), non_empty=True)
+    check_rng(rng)
 
     if rng.random() < 0.5:
         return images
@@ -180,7 +253,22 @@ def train_judge(steps: int = 3000, batch_size: int = 12, scenes: tuple[int, int]
     the scenes. The final weights go to ``out`` in float16 with their scores.
     ``data_seed`` picks the procedural scenes (0: the ones every chapter trains on);
     ``widths`` the encoder widths (see :data:`SECOND_JUDGE`).
+
+    Every argument is checked before anything is rendered: ``steps`` a positive
+    integer, ``batch_size`` an integer ≥ 4 (the large-size steps take a quarter
+    of it), ``scenes`` two positive integers of at least ``batch_size`` and
+    ``batch_size // 4`` scenes, ``lr`` > 0, ``max_minutes`` > 0 or None.
     """
+    steps = check_positive_int(steps, "steps")
+    batch_size = check_int(batch_size, "batch_size", minimum=4)
+    if isinstance(scenes, (str, bytes)) or not hasattr(scenes, "__len__") or len(scenes) != 2:
+        raise ValueError(f"scenes must be a pair (small, large) of scene counts, got {scenes!r}")
+    scenes = (check_int(scenes[0], "scenes[0]", minimum=batch_size),
+              check_int(scenes[1], "scenes[1]", minimum=batch_size // 4))
+    check_number(lr, "lr", minimum=0.0, strict_minimum=True)
+    check_seed(seed), check_seed(data_seed, "data_seed")
+    check_number(max_minutes, "max_minutes", minimum=0.0, strict_minimum=True, allow_none=True)
+    out, workdir, widths = check_path(out, "out"), check_path(workdir, "workdir"), _check_widths(widths)
     device = setup(seed=seed, threads=None)
     began = time.monotonic()
     config = {"steps": steps, "batch_size": batch_size, "scenes": list(scenes), "lr": lr, "seed": seed,
