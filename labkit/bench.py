@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from .data import PALETTE, render_batch
-from .metrics import fcn_score, frechet_distance, perceptual_distance, psnr, ssim
+from .checks import check_int, check_positive_int
+from .data import PALETTE, check_size, render_batch
+from .data.validation import check_image_label_pair, check_label_map
+from .metrics import _check_judge, fcn_score, frechet_distance, perceptual_distance, psnr, ssim
 
 PROFILES = {
     # size: resolution of the metric demos; eval_scenes: held-out scenes the judge is scored on;
@@ -24,14 +26,20 @@ PROFILES = {
 
 
 def flat_label_images(labels: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) labels → (N, 3, H, W) images painted in the class colours."""
+    """(N, H, W) labels (class ids in [0, NUM_CLASSES), no ignored pixels) → (N, 3, H, W)
+    images painted in the class colours."""
+    labels = check_label_map(labels, "labels", ndim=(3,))
     palette = torch.from_numpy(PALETTE).float() / 255
     return palette[labels].permute(0, 3, 1, 2).contiguous()
 
 
 def perturbations(images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The real images and controlled degradations of them, in a fixed order."""
+    """The real images and controlled degradations of them, in a fixed order.
+
+    images (N, 3, H, W) in [0, 1] with their labels (N, H, W), N ≥ 1."""
     from kornia.filters import gaussian_blur2d
+
+    check_image_label_pair(images, labels, non_empty=True)
 
     generator = torch.Generator().manual_seed(0)
     noise = torch.randn(images.shape, generator=generator)
@@ -52,7 +60,11 @@ def metric_table(size, count: int, frechet_count: int, judge=None) -> dict[str, 
     their own originals; the Fréchet distance compares ``frechet_count``
     perturbed scenes with a *different* set of ``frechet_count`` real scenes,
     so even "real" has a non-zero distance: the floor set by sampling.
+    count: a positive integer; frechet_count: an integer ≥ max(count, 2).
     """
+    size, count = check_size(size), check_positive_int(count, "count")
+    check_int(frechet_count, "frechet_count", minimum=max(count, 2))
+    _check_judge(judge)
     images, labels = render_batch(size, frechet_count, split="test")
     reference, _ = render_batch(size, frechet_count, split="val")
     table = {}

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_int, check_number, check_pair, check_positive_int, check_tensor
 from .data import IGNORE_INDEX, NUM_CLASSES, check_label_map
 
 
@@ -17,11 +18,14 @@ def one_hot_layout(labels, num_classes: int = NUM_CLASSES, size=None) -> torch.T
     """labels (N, H, W) int class ids → layout (N, num_classes, H, W) float.
 
     Pixels labelled ``IGNORE_INDEX`` (255) get an all-zero vector. With
-    ``size=(h, w)`` the layout is area-downsampled: each cell holds the
-    fraction of its pixels that belong to each class (CRN's
-    ``tf.image.resize_area`` of the label).
+    ``size=(h, w)`` (h ≤ H, w ≤ W) the layout is area-downsampled: each cell
+    holds the fraction of its pixels that belong to each class (CRN's
+    ``tf.image.resize_area`` of the label). num_classes: an integer in [1, 255].
     """
+    num_classes = check_int(num_classes, "num_classes", minimum=1, maximum=IGNORE_INDEX)
     labels = check_label_map(labels, "labels", num_classes=num_classes, allow_ignore=True, ndim=(3,))
+    if size is not None:
+        _check_layout_size(size, labels.shape[-2:])
     valid = labels != IGNORE_INDEX
     layout = F.one_hot(labels.where(valid, 0), num_classes).permute(0, 3, 1, 2).float()
     layout = layout * valid.unsqueeze(1)
@@ -30,9 +34,20 @@ def one_hot_layout(labels, num_classes: int = NUM_CLASSES, size=None) -> torch.T
     return layout
 
 
+def _check_layout_size(size, full) -> tuple[int, int]:
+    height, width = check_pair(size, "size")
+    if height > full[0] or width > full[1]:
+        raise ValueError(f"size must be at most the layout's own (H, W) = {tuple(full)} (area resizing only "
+                         f"shrinks), got {(height, width)}")
+    return height, width
+
+
 def resize_layout(layout: torch.Tensor, size) -> torch.Tensor:
-    """Area-resize a one-hot layout (N, C, H, W) to (N, C, h, w); h, w ≤ H, W."""
-    size = tuple(int(s) for s in size)
+    """Area-resize a one-hot layout (N, C, H, W) float to (N, C, h, w); h, w ≤ H, W.
+
+    Checks shapes only (no pass over the values), so it costs nothing inside a forward."""
+    check_tensor(layout, "layout", shape="(N, C, H, W)", ndim=4, finite=False, non_empty=False)
+    size = _check_layout_size(size, layout.shape[-2:])
     if tuple(layout.shape[-2:]) == size:
         return layout
     return F.interpolate(layout, size=size, mode="area")
@@ -52,24 +67,34 @@ class LayerNorm2d(nn.GroupNorm):
     """
 
     def __init__(self, channels: int, eps: float = 1e-5):
+        channels = check_positive_int(channels, "channels")
+        eps = check_number(eps, "eps", minimum=0.0, strict_minimum=True)
         super().__init__(1, channels, eps=eps, affine=True)
 
 
 def conv_layernorm_block(in_channels: int, out_channels: int) -> nn.Sequential:
     """2 × [3×3 conv → :class:`LayerNorm2d` → LeakyReLU(0.2)]: the block of CRN's
-    refinement modules and of SIMS' networks (both follow the official TF code)."""
+    refinement modules and of SIMS' networks (both follow the official TF code).
+    in_channels, out_channels: positive integers."""
+    in_channels = check_positive_int(in_channels, "in_channels")
+    out_channels = check_positive_int(out_channels, "out_channels")
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=1), LayerNorm2d(out_channels), nn.LeakyReLU(0.2),
         nn.Conv2d(out_channels, out_channels, 3, padding=1), LayerNorm2d(out_channels), nn.LeakyReLU(0.2))
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
-    """Number of (trainable) parameters of ``module``."""
+    """Number of (trainable) parameters of ``module`` (an ``nn.Module``)."""
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def check_layout_input(layout: torch.Tensor, num_classes: int, output_size, name: str = "layout") -> torch.Tensor:
-    """A generator's input: float (N, num_classes, H, W) at ``output_size``."""
+    """A generator's input: float (N, num_classes, H, W) at ``output_size``, N ≥ 1,
+    finite values in [0, 1] (one-hot, or the class fractions of an area-resized layout).
+
+    One pass over the layout for finiteness and one for the range: cheap next to any generator."""
     if not isinstance(layout, torch.Tensor) or not layout.is_floating_point() or layout.dim() != 4:
         got = tuple(layout.shape) if isinstance(layout, torch.Tensor) else type(layout).__name__
         raise ValueError(f"{name} must be a float one-hot tensor (N, {num_classes}, H, W) "
@@ -77,4 +102,6 @@ def check_layout_input(layout: torch.Tensor, num_classes: int, output_size, name
     if layout.shape[1] != num_classes or tuple(layout.shape[-2:]) != tuple(output_size):
         raise ValueError(f"{name} must be (N, {num_classes}, {output_size[0]}, {output_size[1]}) for this "
                          f"network, got {tuple(layout.shape)}")
-    return layout
+    if layout.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one layout (N ≥ 1), got {tuple(layout.shape)}")
+    return check_tensor(layout, name, shape=f"(N, {num_classes}, H, W)", ndim=4, value_range=(0.0, 1.0))

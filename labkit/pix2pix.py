@@ -27,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_choice, check_int, check_number, check_pair, check_positive_int, check_tensor
 from .data import NUM_CLASSES
+from .data.validation import check_images
 from .networks import check_layout_input
 
 L1_WEIGHT = 100.0
@@ -37,7 +39,12 @@ BETAS = (0.5, 0.999)
 
 def lsgan_loss(scores: torch.Tensor, real: bool) -> torch.Tensor:
     """The least-squares GAN loss (Mao et al.; CycleGAN's choice), shared by the chapters that use
-    it: mean (D − 1)² for ``real`` targets, mean D² for fake ones."""
+    it: mean (D − 1)² for ``real`` targets, mean D² for fake ones.
+
+    scores: a non-empty float tensor of discriminator outputs; real: True or False. Only the
+    shape and dtype are checked (no pass over the scores: this runs every training step)."""
+    check_tensor(scores, "scores", shape="(N, ...)", finite=False)
+    check_choice(real, "real", (True, False))
     return ((scores - 1) ** 2).mean() if real else (scores ** 2).mean()
 
 
@@ -46,11 +53,23 @@ class UNetSkipBlock(nn.Module):
 
     x (N, outer, H, W) → (N, 2·outer, H, W) for inner levels (input and
     output concatenated, pix2pix's skip), or (N, out, H, W) at the outermost.
+    outer, inner, in_channels: positive integers; out_channels: a positive
+    integer, required at the outermost level; submodule: an ``nn.Module`` or None.
     """
 
     def __init__(self, outer: int, inner: int, submodule: nn.Module | None = None, *, in_channels: int | None = None,
                  out_channels: int | None = None, outermost: bool = False, dropout: bool = False):
         super().__init__()
+        check_positive_int(outer, "outer"), check_positive_int(inner, "inner")
+        if in_channels is not None:
+            check_positive_int(in_channels, "in_channels")
+        if outermost or out_channels is not None:
+            if out_channels is None:
+                raise ValueError("out_channels must be a positive integer at the outermost level, got None")
+            check_positive_int(out_channels, "out_channels")
+        if submodule is not None and not isinstance(submodule, nn.Module):
+            raise ValueError(f"submodule must be an nn.Module or None, got {type(submodule).__name__}")
+        check_choice(outermost, "outermost", (True, False)), check_choice(dropout, "dropout", (True, False))
         in_channels = outer if in_channels is None else in_channels
         innermost = submodule is None
         down = [nn.LeakyReLU(0.2)] if not outermost else []
@@ -84,14 +103,24 @@ class UNetGenerator(nn.Module):
     base, 2·base, 4·base, then 8·base for the rest, as in pix2pix. Dropout
     (p = 0.5) in the three innermost up-blocks is the only noise; pix2pix
     keeps it on at test time, and so does :meth:`sample`.
+
+    output_size: (H, W) positive integers, both divisible by 2**depth;
+    num_classes, base_width: positive integers; depth: None (down to a
+    1-pixel-high bottleneck) or an integer ≥ 2. The layout of :meth:`forward`
+    is checked by :func:`labkit.networks.check_layout_input`: (N ≥ 1, C, H, W),
+    finite, in [0, 1].
     """
 
     def __init__(self, output_size=(64, 128), num_classes: int = NUM_CLASSES, base_width: int = 64,
                  depth: int | None = None):
         super().__init__()
-        height, width = (int(s) for s in output_size)
+        height, width = check_pair(output_size, "output_size")
+        num_classes = check_positive_int(num_classes, "num_classes")
+        base_width = check_positive_int(base_width, "base_width")
         if depth is None:   # down to a 1-pixel-high bottleneck, as unet_256 does for 256×256
             depth = height.bit_length() - 1
+        else:
+            depth = check_int(depth, "depth", minimum=2)
         if depth < 2 or height % 2 ** depth or width % 2 ** depth:
             raise ValueError(f"output_size {output_size} must be divisible by 2**depth = {2 ** depth} (depth ≥ 2)")
         self.output_size, self.num_classes, self.depth = (height, width), num_classes, depth
@@ -105,14 +134,20 @@ class UNetGenerator(nn.Module):
 
     def forward(self, layout: torch.Tensor) -> torch.Tensor:
         check_layout_input(layout, self.num_classes, self.output_size)
+        return self._generate(layout)
+
+    def _generate(self, layout: torch.Tensor) -> torch.Tensor:
         return (self.net(layout) + 1) / 2
 
     @torch.no_grad()
     def sample(self, layout: torch.Tensor, samples: int = 1) -> torch.Tensor:
-        """(N, samples, 3, H, W): ``samples`` outputs per layout, dropout on (pix2pix's noise)."""
+        """(N, samples, 3, H, W): ``samples`` (a positive integer) outputs per layout, dropout on
+        (pix2pix's noise)."""
+        check_layout_input(layout, self.num_classes, self.output_size)
+        samples = check_positive_int(samples, "samples")
         was_training = self.training
         self.train()
-        outputs = torch.stack([self(layout) for _ in range(samples)], dim=1)
+        outputs = torch.stack([self._generate(layout) for _ in range(samples)], dim=1)
         self.train(was_training)
         return outputs
 
@@ -125,11 +160,19 @@ class PatchDiscriminator(nn.Module):
     leaves low frequencies to the L1 term. Layers: conv4 s2 (base) → LReLU,
     then ``layers − 1`` × [conv4 s2 → IN → LReLU] doubling the width (≤ 8·base),
     conv4 s1 → IN → LReLU, conv4 s1 → 1.
+
+    num_classes: an integer ≥ 0 (0: the image alone); base_width, layers:
+    positive integers. :meth:`forward` takes layout (N, num_classes, H, W)
+    float and images (N, 3, H, W) finite in [0, 1], N ≥ 1, H and W at least
+    3·2**layers (the smallest input that leaves one logit).
     """
 
     def __init__(self, num_classes: int = NUM_CLASSES, base_width: int = 64, layers: int = 3):
         super().__init__()
-        self.num_classes = num_classes
+        num_classes = check_int(num_classes, "num_classes", minimum=0)
+        base_width = check_positive_int(base_width, "base_width")
+        layers = check_positive_int(layers, "layers")
+        self.num_classes, self.layers = num_classes, layers
         blocks = [nn.Conv2d(num_classes + 3, base_width, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
         width = base_width
         for i in range(1, layers + 1):
@@ -142,9 +185,22 @@ class PatchDiscriminator(nn.Module):
         self.net = nn.Sequential(*blocks)
 
     def forward(self, layout: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        check_tensor(layout, "layout", shape=f"(N, {self.num_classes}, H, W)", ndim=4, channels=self.num_classes,
+                     finite=False, non_empty=False)
+        images = check_images(images, "images", ndim=(4,), non_empty=True)
+        self._check_pair(layout, images)
+        return self._logits(layout, images)
+
+    def _check_pair(self, layout: torch.Tensor, images: torch.Tensor) -> None:
         if layout.shape[0] != images.shape[0] or layout.shape[-2:] != images.shape[-2:]:
             raise ValueError(f"layout {tuple(layout.shape)} and images {tuple(images.shape)} must have the same "
                              "batch size and H, W")
+        smallest = 3 * 2 ** self.layers
+        if min(images.shape[-2:]) < smallest:
+            raise ValueError(f"images must be at least {smallest}×{smallest} pixels for a PatchGAN with "
+                             f"{self.layers} strided layers, got {images.shape[-2]}×{images.shape[-1]}")
+
+    def _logits(self, layout: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([layout, images * 2 - 1], dim=1))
 
 
@@ -155,20 +211,32 @@ class Pix2Pix(nn.Module):
     discriminator step with ``discriminator_optimizer`` (pass the same
     optimizer to ``fit(extra_optimizers=...)`` so it is checkpointed), then
     returns the generator's loss for ``fit`` to step.
+
+    output_size, num_classes: as :class:`UNetGenerator`; generator_width,
+    discriminator_width: positive integers; l1_weight: a finite number ≥ 0.
     """
 
     def __init__(self, output_size=(64, 128), num_classes: int = NUM_CLASSES, generator_width: int = 64,
                  discriminator_width: int = 64, l1_weight: float = L1_WEIGHT):
         super().__init__()
+        check_number(l1_weight, "l1_weight", minimum=0.0)
+        check_positive_int(generator_width, "generator_width")
+        check_positive_int(discriminator_width, "discriminator_width")
         self.generator = UNetGenerator(output_size, num_classes, base_width=generator_width)
         self.discriminator = PatchDiscriminator(num_classes, base_width=discriminator_width)
+        smallest = 3 * 2 ** self.discriminator.layers
+        if min(self.generator.output_size) < smallest:
+            raise ValueError(f"output_size must be at least {smallest}×{smallest} for the PatchGAN, "
+                             f"got {self.generator.output_size}")
         self.l1_weight = float(l1_weight)
 
     def forward(self, layout: torch.Tensor) -> torch.Tensor:
         return self.generator(layout)
 
     def optimizers(self, learning_rate: float = LEARNING_RATE):
-        """(generator optimizer, discriminator optimizer): Adam with pix2pix's settings."""
+        """(generator optimizer, discriminator optimizer): Adam with pix2pix's settings
+        (learning_rate: a finite number > 0)."""
+        check_number(learning_rate, "learning_rate", minimum=0.0, strict_minimum=True)
         return (torch.optim.Adam(self.generator.parameters(), lr=learning_rate, betas=BETAS),
                 torch.optim.Adam(self.discriminator.parameters(), lr=learning_rate, betas=BETAS))
 
@@ -179,6 +247,10 @@ class Pix2Pix(nn.Module):
     def loss(self, layout: torch.Tensor, images: torch.Tensor, discriminator_optimizer: torch.optim.Optimizer):
         """One pix2pix iteration. layout (N, C, H, W), images (N, 3, H, W) in [0, 1].
 
+        Both are checked first (the layout as :meth:`UNetGenerator.forward` does,
+        the images for shape, finiteness and range: one pass each), and
+        ``discriminator_optimizer`` must be a ``torch.optim.Optimizer``.
+
         D step:  L_D = ½ [BCE(D(x, y), 1) + BCE(D(x, G(x)), 0)]
         G loss:  L_G = BCE(D(x, G(x)), 1) + λ ‖y − G(x)‖₁
 
@@ -186,15 +258,25 @@ class Pix2Pix(nn.Module):
         λ = 100 weighs it against the GAN term as in the paper (on [0, 1] images
         it would count half).
         """
-        fake = self.generator(layout)
+        generator, discriminator = self.generator, self.discriminator
+        check_layout_input(layout, generator.num_classes, generator.output_size)
+        images = check_images(images, "images", ndim=(4,), non_empty=True)
+        if images.shape[0] != layout.shape[0] or images.shape[-2:] != layout.shape[-2:]:
+            raise ValueError(f"layout {tuple(layout.shape)} and images {tuple(images.shape)} must have the same "
+                             "batch size and H, W")
+        if not isinstance(discriminator_optimizer, torch.optim.Optimizer):
+            raise ValueError(f"discriminator_optimizer must be a torch.optim.Optimizer (the second of "
+                             f"Pix2Pix.optimizers()), got {type(discriminator_optimizer).__name__}")
+        # Checked once above; the inner calls skip the checks.
+        fake = generator._generate(layout)
         self.discriminator.requires_grad_(True)
         discriminator_optimizer.zero_grad(set_to_none=True)
-        d_loss = 0.5 * (self._gan_loss(self.discriminator(layout, images), True)
-                        + self._gan_loss(self.discriminator(layout, fake.detach()), False))
+        d_loss = 0.5 * (self._gan_loss(discriminator._logits(layout, images), True)
+                        + self._gan_loss(discriminator._logits(layout, fake.detach()), False))
         d_loss.backward()
         discriminator_optimizer.step()
         self.discriminator.requires_grad_(False)   # the G step needs gradients through D, not for D
-        g_gan = self._gan_loss(self.discriminator(layout, fake), True)
+        g_gan = self._gan_loss(discriminator._logits(layout, fake), True)
         g_l1 = 2 * (fake - images).abs().mean()   # in pix2pix's units: images in [−1, 1]
         self.discriminator.requires_grad_(True)
         return g_gan + self.l1_weight * g_l1, {"d_loss": float(d_loss.detach()), "g_gan": float(g_gan.detach()),
