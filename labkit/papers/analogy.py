@@ -62,8 +62,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from ..checks import (check_int, check_non_negative_int, check_number, check_pair, check_positive_int,
+                      check_probability, check_seed, check_tensor)
 from ..data.validation import check_images, check_label_map
 from ..pix2pix import lsgan_loss
+from . import _checks
 
 CHAPTER = "analogy"
 RECONSTRUCTION_EVERY = 5
@@ -163,7 +166,8 @@ DEVIATIONS = [
 # --------------------------------------------------------------------------- inputs
 
 def check_layout(layout, num_classes: int, size=None, name: str = "layout") -> torch.Tensor:
-    """A one-hot layout (N, num_classes, H, W) float, H and W multiples of 8."""
+    """A one-hot layout (N, num_classes, H, W) float, N ≥ 1, H and W multiples of 8, finite, in [0, 1]
+    and at most 1 summed over the labels at each pixel."""
     if not isinstance(layout, torch.Tensor) or not layout.is_floating_point() or layout.dim() != 4:
         got = tuple(layout.shape) if isinstance(layout, torch.Tensor) else type(layout).__name__
         raise ValueError(f"{name} must be a float one-hot tensor (N, {num_classes}, H, W), got {got}")
@@ -173,11 +177,12 @@ def check_layout(layout, num_classes: int, size=None, name: str = "layout") -> t
         raise ValueError(f"{name} must be {tuple(size)} in (H, W), got {tuple(layout.shape[-2:])}")
     if layout.shape[-2] % 8 or layout.shape[-1] % 8:
         raise ValueError(f"{name}: H and W must be multiples of 8, got {tuple(layout.shape[-2:])}")
-    return layout
+    return _checks.layout(layout, num_classes, name=name)
 
 
 def one_hot(labels, num_classes: int) -> torch.Tensor:
     """labels (N, H, W) or (H, W) int in [0, num_classes) → (N, num_classes, H, W) float."""
+    check_positive_int(num_classes, "num_classes")
     labels = check_label_map(labels, "labels", num_classes=num_classes, ndim=(2, 3))
     if labels.dim() == 2:
         labels = labels[None]
@@ -194,6 +199,10 @@ def conv_block(in_channels: int, out_channels: int, kernel: int = 3, stride: int
     training, running statistics in evaluation: the official code's norm)."""
     if norm not in ("instance", "batch"):
         raise ValueError(f"norm must be 'instance' or 'batch', got {norm!r}")
+    if activation not in ("lrelu", "relu"):
+        raise ValueError(f"activation must be 'lrelu' or 'relu', got {activation!r}")
+    check_positive_int(in_channels, "in_channels"), check_positive_int(out_channels, "out_channels")
+    check_positive_int(kernel, "kernel"), check_positive_int(stride, "stride")
     pad = (kernel - 1) // 2 if stride == 1 else (kernel - stride) // 2
     act = nn.LeakyReLU(0.2) if activation == "lrelu" else nn.ReLU()
     normalise = nn.InstanceNorm2d(out_channels, affine=True) if norm == "instance" else nn.BatchNorm2d(out_channels)
@@ -202,12 +211,26 @@ def conv_block(in_channels: int, out_channels: int, kernel: int = 3, stride: int
 
 
 def instance_normalize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """IN(x) = (x − μ_nc) / sqrt(σ²_nc + ε) over each sample's and channel's H·W positions."""
+    """IN(x) = (x − μ_nc) / sqrt(σ²_nc + ε) over each sample's and channel's H·W positions; x (N, C, H, W)
+    with H·W > 1, eps > 0."""
+    check_tensor(x, "x", shape="(N, C, H, W)", ndim=4, finite=False)
+    if x.shape[-2] * x.shape[-1] < 2:
+        raise ValueError(f"x must have more than one position per channel to normalise over, got {tuple(x.shape)}")
+    check_number(eps, "eps", minimum=0.0, strict_minimum=True)
     return F.instance_norm(x, eps=eps)
 
 
 def translate(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """The SFT transform γ · IN(x) + β; x, γ, β (N, C, h, w)."""
+    """The SFT transform γ · IN(x) + β; x, γ, β (N, C, h, w) of one shape."""
+    instance_normalize(x)   # checks x
+    for name, value in (("gamma", gamma), ("beta", beta)):
+        check_tensor(value, name, shape="(N, C, h, w)", ndim=4, finite=False)
+        if value.shape != x.shape:
+            raise ValueError(f"{name} {tuple(value.shape)} must have x's shape {tuple(x.shape)}")
+    return _translate(x, gamma, beta)
+
+
+def _translate(x, gamma, beta):
     return gamma * instance_normalize(x) + beta
 
 
@@ -216,11 +239,24 @@ def layout_ratio(target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     return ((target + RATIO_EPSILON) / (source + RATIO_EPSILON)).clamp(max=RATIO_LIMIT)
 
 
+def _check_layout_ratio(target: torch.Tensor, source: torch.Tensor) -> None:
+    """target F(P′) and source F(P): float tensors of one shape, finite, ≥ 0 (ReLU features)."""
+    for name, value in (("target", target), ("source", source)):
+        check_tensor(value, name, shape="(N, C, h, w)", value_range=(0.0, math.inf), tolerance=0.0)
+    if target.shape != source.shape:
+        raise ValueError(f"target {tuple(target.shape)} and source {tuple(source.shape)} must have the same shape")
+
+
+# the chapter displays layout_ratio: its checks are attached here, outside its source
+layout_ratio = _checks.checked(_check_layout_ratio)(layout_ratio)
+
+
 class ResidualBlock(nn.Module):
     """x + conv3(LReLU(conv3(x))), biases on, no normalisation (the SFT module's block)."""
 
     def __init__(self, channels: int):
         super().__init__()
+        check_positive_int(channels, "channels")
         self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.LeakyReLU(0.2),
                                   nn.Conv2d(channels, channels, 3, padding=1))
 
@@ -229,7 +265,8 @@ class ResidualBlock(nn.Module):
 
 
 def parameter_net(channels: int) -> nn.Sequential:
-    """f: residual block → spectral-norm 1×1 conv (C → C/2) → ReLU → spectral-norm 1×1 conv (C/2 → C)."""
+    """f: residual block → spectral-norm 1×1 conv (C → C/2) → ReLU → spectral-norm 1×1 conv (C/2 → C); C ≥ 2."""
+    check_int(channels, "channels", minimum=2)
     return nn.Sequential(ResidualBlock(channels), spectral_norm(nn.Conv2d(channels, channels // 2, 1)), nn.ReLU(),
                          spectral_norm(nn.Conv2d(channels // 2, channels, 1)))
 
@@ -248,6 +285,8 @@ class SemanticFeatureTranslation(nn.Module):
         super().__init__()
         if conditioning not in ("sft", "spade"):
             raise ValueError(f"conditioning must be 'sft' or 'spade', got {conditioning!r}")
+        for i, c in enumerate(_checks.widths(channels, "channels")):
+            check_int(c, f"channels[{i}]", minimum=2)
         self.conditioning = conditioning
         self.gamma_nets = nn.ModuleList(parameter_net(c) for c in channels)
         self.beta_nets = nn.ModuleList(parameter_net(c) for c in channels)
@@ -259,6 +298,7 @@ class SemanticFeatureTranslation(nn.Module):
         return [(layout_ratio(t, s), t - s) for s, t in zip(source_features, target_features)]
 
     def forward(self, source_features, target_features):
+        """source_features F^l(P), target_features F^l(P′): lists of (N, C_l, h_l, w_l), one per scale."""
         params = []
         for (to_gamma, to_beta), f_gamma, f_beta in zip(self.inputs(source_features, target_features),
                                                         self.gamma_nets, self.beta_nets):
@@ -282,8 +322,34 @@ class SemanticFeatureTranslation(nn.Module):
         return self
 
 
+def _check_sft_inputs(self, source_features, target_features) -> None:
+    """source_features and target_features: lists of one (N, C_l, h_l, w_l) tensor per scale, pairwise
+    of one shape, with the module's channels."""
+    for name, value in (("source_features", source_features), ("target_features", target_features)):
+        if isinstance(value, torch.Tensor) or not isinstance(value, (list, tuple)) or len(value) != len(self.gamma_nets):
+            raise ValueError(f"{name} must be a list of {len(self.gamma_nets)} feature maps, one per scale, got "
+                             f"{type(value).__name__}{'' if not isinstance(value, (list, tuple)) else f' of {len(value)}'}")
+    for level, (s, t) in enumerate(zip(source_features, target_features)):
+        channels = self.gamma_nets[level][0].body[0].in_channels
+        check_tensor(t, f"target_features[{level}]", shape=f"(N, {channels}, h, w)", ndim=4, channels=channels)
+        check_tensor(s, f"source_features[{level}]", shape=f"(N, {channels}, h, w)", ndim=4, channels=channels)
+        if s.shape != t.shape:
+            raise ValueError(f"source_features[{level}] {tuple(s.shape)} and target_features[{level}] "
+                             f"{tuple(t.shape)} must have the same shape")
+
+
+# the chapter displays inputs: its checks are attached here, outside its source
+SemanticFeatureTranslation.inputs = _checks.checked(_check_sft_inputs)(SemanticFeatureTranslation.inputs)
+
+
 def fixed_point_loss(params) -> torch.Tensor:
-    """Σ_l mean|γ^l − 1| + mean|β^l| (the official code's L1 to the fixed point)."""
+    """Σ_l mean|γ^l − 1| + mean|β^l| (the official code's L1 to the fixed point); params a non-empty
+    list of (γ^l, β^l) pairs of tensors, as the generator returns them."""
+    if isinstance(params, (str, bytes)) or not isinstance(params, (list, tuple)) or not params:
+        raise ValueError(f"params must be a non-empty list of (gamma, beta) pairs, got {type(params).__name__}")
+    for i, pair in enumerate(params):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(t, torch.Tensor) for t in pair):
+            raise ValueError(f"params[{i}] must be a (gamma, beta) pair of tensors, got {type(pair).__name__}")
     return sum((gamma - 1).abs().mean() + beta.abs().mean() for gamma, beta in params)
 
 
@@ -296,6 +362,9 @@ class AnalogyGenerator(nn.Module):
 
     def __init__(self, num_classes: int, width: int = 16, conditioning: str = "sft"):
         super().__init__()
+        check_positive_int(num_classes, "num_classes"), check_positive_int(width, "width")
+        if conditioning not in ("sft", "spade"):
+            raise ValueError(f"conditioning must be 'sft' or 'spade', got {conditioning!r}")
         self.num_classes, self.width, self.conditioning = int(num_classes), int(width), conditioning
         channels = (2 * width, 4 * width, 8 * width)
         self.channels = channels
@@ -327,6 +396,10 @@ class AnalogyGenerator(nn.Module):
     def layout_features(self, layout: torch.Tensor) -> list[torch.Tensor]:
         """E_seg: F^1, F^2, F^3 (N, 2w | 4w | 8w, H/2 | H/4 | H/8, …), all ≥ 0 (ReLU); in evaluation
         (running batch-norm statistics) each a function of the layout within its receptive field."""
+        check_layout(layout, self.num_classes)
+        return self._layout_features(layout)
+
+    def _layout_features(self, layout):
         x = self.seg_head(layout)
         features = []
         for down in self.seg_downs:
@@ -337,17 +410,26 @@ class AnalogyGenerator(nn.Module):
     def translation(self, source_layout, target_layout):
         """The SFT parameters [(γ^l, β^l)] for a change of layout P → P′. E_seg sees P and P′ in one
         batch, so both pass the same weights (spectral norm's power iteration steps once per forward
-        in training) and P′ = P gives exactly ratio 1 and difference 0."""
-        features = self.layout_features(torch.cat([source_layout, target_layout]))
+        in training) and P′ = P gives exactly ratio 1 and difference 0. Layouts (N, K, H, W) one-hot,
+        of one shape."""
+        check_layout(source_layout, self.num_classes, name="source_layout")
+        check_layout(target_layout, self.num_classes, tuple(source_layout.shape[-2:]), "target_layout")
+        _checks.same_batch("target_layout", target_layout, "source_layout", source_layout)
+        return self._translation(source_layout, target_layout)
+
+    def _translation(self, source_layout, target_layout):
+        features = self._layout_features(torch.cat([source_layout, target_layout]))
         count = len(source_layout)
         return self.sft([f[:count] for f in features], [f[count:] for f in features])
 
     def forward(self, image, source_layout, target_layout):
-        check_images(image, "image", ndim=(4,))
+        _checks.images_batch(image, "image")
         size = tuple(image.shape[-2:])
         check_layout(source_layout, self.num_classes, size, "source_layout")
         check_layout(target_layout, self.num_classes, size, "target_layout")
-        params = self.translation(source_layout, target_layout)
+        _checks.same_batch("source_layout", source_layout, "image", image)
+        _checks.same_batch("target_layout", target_layout, "image", image)
+        params = self._translation(source_layout, target_layout)
         x = self.img_head(image * 2 - 1)
         for down, (gamma, beta) in zip(self.img_downs, params):
             x = translate(down(x), gamma, beta)
@@ -365,7 +447,7 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, width: int = 16):
         super().__init__()
-        w = width
+        w = check_positive_int(width, "width")
         self.blocks = nn.ModuleList([
             nn.Sequential(spectral_norm(nn.Conv2d(3, w, 4, 2, 1)), nn.LeakyReLU(0.2)),
             nn.Sequential(spectral_norm(nn.Conv2d(w, 2 * w, 4, 2, 1)), nn.InstanceNorm2d(2 * w), nn.LeakyReLU(0.2)),
@@ -377,6 +459,8 @@ class PatchDiscriminator(nn.Module):
         self.head = spectral_norm(nn.Conv2d(8 * w, 1, 3, 1, 1))
 
     def forward(self, images):
+        """images (N, 3, H, W) in [0, 1], N ≥ 1, H and W ≥ 8 → (scores, features)."""
+        _check_small_images(images, 8)
         x = images * 2 - 1
         features = []
         for block in self.blocks:
@@ -391,22 +475,34 @@ class AuxiliarySegmenter(nn.Module):
 
     def __init__(self, num_classes: int, width: int = 16):
         super().__init__()
-        w = 2 * width
+        check_positive_int(num_classes, "num_classes")
+        w = 2 * check_positive_int(width, "width")
         self.stem = nn.Sequential(conv_block(3, w), conv_block(w, w, 4, 2))
         self.branches = nn.ModuleList(nn.Sequential(nn.Conv2d(w, w, 3, padding=r, dilation=r), nn.LeakyReLU(0.2))
                                       for r in (2, 4))
         self.fuse = nn.Sequential(nn.Conv2d(3 * w, w, 1), nn.LeakyReLU(0.2), nn.Conv2d(w, num_classes, 1))
 
     def forward(self, images):
+        """images (N, 3, H, W) in [0, 1], N ≥ 1, H and W ≥ 4 → logits (N, K, H, W)."""
+        _check_small_images(images, 4)
         x = self.stem(images * 2 - 1)
         x = self.fuse(torch.cat([x] + [b(x) for b in self.branches], dim=1))
         return F.interpolate(x, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def _check_small_images(images, smallest: int) -> None:
+    _checks.images_batch(images, "images")
+    if min(images.shape[-2:]) < smallest:
+        raise ValueError(f"images H and W must be at least {smallest}, got {tuple(images.shape[-2:])}")
+
+
 # --------------------------------------------------------------------------- joint augmentation
 
 def augmentation_strength(iteration: int, ramp_iterations: int, ramp: bool = True) -> float:
-    """s = min(1, iteration / ramp_iterations) with the ramp, 1 without (dataset.py's iter_factor)."""
+    """s = min(1, iteration / ramp_iterations) with the ramp, 1 without (dataset.py's iter_factor);
+    iteration ≥ 0, ramp_iterations an integer (≤ 0: no ramp)."""
+    check_non_negative_int(iteration, "iteration"), check_int(ramp_iterations, "ramp_iterations")
+    _checks.flag(ramp, "ramp")
     if not ramp or ramp_iterations <= 0:
         return 1.0
     return min(1.0, iteration / ramp_iterations)
@@ -425,11 +521,20 @@ def augmentation_grid(size, strength: float, generator: torch.Generator, setting
     Output position p (normalised to [-1, 1]) reads the input at T(A⁻¹(flip(p))): flip
     x → −x with probability 0.5·s; A a zoom by z ∈ [1, 1 + 0.2·s] and a shift up to
     0.1·s; T a kornia thin-plate spline moving a 3×3 grid of control points by up to
-    0.05·s·(width) (with probability 0.5). s = 0 gives the identity grid.
+    0.05·s·(width) (with probability 0.5). s = 0 gives the identity grid. ``strength`` in [0, 1];
+    ``settings`` holds the keys of :data:`AUGMENTATION`, ``tps_points`` ≥ 2.
     """
     from kornia.geometry.transform import get_tps_transform, warp_points_tps
 
-    height, width = (int(v) for v in size)
+    height, width = check_pair(size, "size")
+    check_probability(strength, "strength")
+    _checks.instance(generator, "generator", torch.Generator, "a torch.Generator")
+    _checks.settings(settings, tuple(AUGMENTATION), "settings")
+    for key in AUGMENTATION:
+        if key == "tps_points":
+            check_int(settings[key], f"settings[{key!r}]", minimum=2)
+        else:
+            check_number(settings[key], f"settings[{key!r}]", minimum=0.0)
 
     def uniform(low, high, count=1):
         return low + (high - low) * torch.rand(count, generator=generator)
@@ -456,7 +561,15 @@ def augmentation_grid(size, strength: float, generator: torch.Generator, setting
 
 def warp_pair(image: torch.Tensor, labels: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Warp image (N, 3, H, W) bilinearly and labels (N, H, W) by nearest neighbour with the
-    *same* grid (N or 1, H, W, 2); borders are extended."""
+    *same* grid (N or 1, H, W, 2); borders are extended. image in [0, 1], labels integer ids, N ≥ 1."""
+    _checks.images_batch(image, "image")
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.shape != (len(image),
+                                                                                              *image.shape[-2:]):
+        got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"labels must be integer ({len(image)}, {image.shape[-2]}, {image.shape[-1]}), got {got}")
+    check_tensor(grid, "grid", shape="(N or 1, H, W, 2)", ndim=4)
+    if grid.shape[-1] != 2 or grid.shape[0] not in (1, len(image)):
+        raise ValueError(f"grid must be (N or 1, H, W, 2), got {tuple(grid.shape)}")
     grid = grid.expand(len(image), -1, -1, -1)
     warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
     warped_labels = F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="border",
@@ -466,6 +579,7 @@ def warp_pair(image: torch.Tensor, labels: torch.Tensor, grid: torch.Tensor) -> 
 
 def joint_augment(image: torch.Tensor, labels: torch.Tensor, strength: float, generator: torch.Generator):
     """(I_aug, P_aug): image (N, 3, H, W) and labels (N, H, W) warped by one random grid."""
+    _checks.images_batch(image, "image")
     grid, _ = augmentation_grid(image.shape[-2:], strength, generator)
     return warp_pair(image, labels, grid)
 
@@ -484,8 +598,30 @@ def patch_coherence_loss(target_features, source_features, sampling=PATCH_SAMPLI
     target_features, source_features: lists of (1, C_l, h_l, w_l) (the generated image's and
     the source image's features). ``sampling``: (patch size, count) per map. ``nearest`` > 1
     averages the distances to the ``nearest`` closest source patches (the official code's 5).
-    Zero when the target is the source: each target patch finds itself.
+    Zero when the target is the source: each target patch finds itself. Each map must hold at least
+    ``nearest`` patches; counts and sizes ≥ 1.
     """
+    for name, value in (("target_features", target_features), ("source_features", source_features),
+                        ("sampling", sampling)):
+        if isinstance(value, (torch.Tensor, str)) or not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(f"{name} must be a non-empty list (one entry per feature map), got {type(value).__name__}")
+    if not len(target_features) == len(source_features) == len(sampling):
+        raise ValueError(f"target_features, source_features and sampling must have one entry per map, got "
+                         f"{len(target_features)}, {len(source_features)} and {len(sampling)}")
+    check_positive_int(nearest, "nearest")
+    _checks.instance(generator, "generator", torch.Generator, "a torch.Generator", allow_none=True)
+    for level, ((size, count), target, source) in enumerate(zip(sampling, target_features, source_features)):
+        check_positive_int(size, f"sampling[{level}] size"), check_positive_int(count, f"sampling[{level}] count")
+        for name, value in ((f"target_features[{level}]", target), (f"source_features[{level}]", source)):
+            check_tensor(value, name, shape="(1, C, h, w)", ndim=4)
+            if value.shape[0] != 1 or min(value.shape[-2:]) < size:
+                raise ValueError(f"{name} must be (1, C, h, w) with h, w ≥ the patch size {size}, got "
+                                 f"{tuple(value.shape)}")
+        if target.shape[1] != source.shape[1]:
+            raise ValueError(f"target_features[{level}] and source_features[{level}] must have the same channels")
+        positions = (source.shape[-2] - size + 1) * (source.shape[-1] - size + 1)
+        if positions < nearest:
+            raise ValueError(f"nearest ({nearest}) must be at most the {positions} patches of source_features[{level}]")
     total = 0.0
     for (size, count), target, source in zip(sampling, target_features, source_features):
         target_patches = _patches(target, size)
@@ -500,7 +636,19 @@ def patch_coherence_loss(target_features, source_features, sampling=PATCH_SAMPLI
 
 
 def feature_matching_loss(fake_features, real_features) -> torch.Tensor:
-    """Mean over D's layers of ‖D_l(fake) − D_l(real)‖₁ (real detached)."""
+    """Mean over D's layers of ‖D_l(fake) − D_l(real)‖₁ (real detached); lists of one shape per layer."""
+    for name, value in (("fake_features", fake_features), ("real_features", real_features)):
+        if isinstance(value, torch.Tensor) or not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(f"{name} must be a non-empty list of feature maps, got {type(value).__name__}")
+    if len(fake_features) != len(real_features):
+        raise ValueError(f"fake_features and real_features must have one map per layer, got {len(fake_features)} "
+                         f"and {len(real_features)}")
+    for level, (f, r) in enumerate(zip(fake_features, real_features)):
+        check_tensor(f, f"fake_features[{level}]", shape="(N, C, h, w)")
+        check_tensor(r, f"real_features[{level}]", shape="(N, C, h, w)")
+        if f.shape != r.shape:
+            raise ValueError(f"fake_features[{level}] {tuple(f.shape)} and real_features[{level}] {tuple(r.shape)} "
+                             "must have the same shape")
     return sum(F.l1_loss(f, r.detach()) for f, r in zip(fake_features, real_features)) / len(fake_features)
 
 
@@ -516,11 +664,24 @@ class AnalogyTrainer(nn.Module):
 
     def __init__(self, image, labels, num_classes: int, spec: dict, settings: dict, features=None, seed: int = 0):
         super().__init__()
-        image = check_images(image, "image", ndim=(4,))
+        check_positive_int(num_classes, "num_classes")
+        image = _checks.images_batch(image, "image")
         labels = check_label_map(labels, "labels", num_classes=num_classes, ndim=(3,))
         if len(image) != 1 or labels.shape != (1, *image.shape[-2:]):
             raise ValueError(f"one image (1, 3, H, W) with labels (1, H, W), got {tuple(image.shape)} and "
                              f"{tuple(labels.shape)}")
+        if image.shape[-2] % 8 or image.shape[-1] % 8:
+            raise ValueError(f"image: H and W must be multiples of 8, got {tuple(image.shape[-2:])}")
+        spec = _checks.settings(spec, ("conditioning", "fixed_point", "ramp", "alignment"), "spec")
+        if spec["conditioning"] not in ("sft", "spade") or spec["alignment"] not in ("gradient", "detached"):
+            raise ValueError(f"spec must be a trained model's spec from MODEL_SPECS (conditioning 'sft' or 'spade', "
+                             f"alignment 'gradient' or 'detached'), got {spec}")
+        _checks.settings(settings, ("width", "ramp_iterations"))
+        check_positive_int(settings["width"], "settings['width']")
+        check_int(settings["ramp_iterations"], "settings['ramp_iterations']")
+        check_seed(seed)
+        _checks.function(features, "features", "a frozen FeatureExtractor: images → list of feature maps") \
+            if features is not None else None
         self.register_buffer("image", image)
         self.register_buffer("labels", labels)
         self.num_classes, self.spec, self.settings, self.seed = num_classes, spec, settings, seed
@@ -539,13 +700,18 @@ class AnalogyTrainer(nn.Module):
         return self.generator.parameters()
 
     def augmented(self, iteration: int):
-        """(I_aug, P_aug) of ``iteration``: a function of (seed, iteration) only."""
+        """(I_aug, P_aug) of ``iteration`` ≥ 0: a function of (seed, iteration) only."""
+        check_non_negative_int(iteration, "iteration")
         rng = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
         strength = augmentation_strength(iteration, self.settings["ramp_iterations"], self.spec["ramp"])
         image, labels = joint_augment(self.image.cpu(), self.labels.cpu(), strength, rng)
         return image.to(self.image.device), labels.to(self.image.device), rng
 
     def iteration_loss(self, iteration: int, discriminator_optimizer, segmenter_optimizer):
+        """One iteration (≥ 0): steps D and S with their torch optimizers, returns (G's loss, logs)."""
+        for name, value in (("discriminator_optimizer", discriminator_optimizer),
+                            ("segmenter_optimizer", segmenter_optimizer)):
+            _checks.instance(value, name, torch.optim.Optimizer, "a torch.optim.Optimizer")
         aug_image, aug_labels, rng = self.augmented(iteration)
         reconstruction = iteration % RECONSTRUCTION_EVERY == 0
         if reconstruction:
@@ -612,7 +778,10 @@ class AnalogyTrainer(nn.Module):
     def smoothed(self, logs: dict, decay: float = 0.9) -> dict:
         """Exponential moving averages of every logged term. The two modes log different
         terms, and ``fit`` records every 10th iteration only, so raw logs would never show
-        the reconstruction-mode terms (iterations 0, 5, 10, …)."""
+        the reconstruction-mode terms (iterations 0, 5, 10, …). logs {name: number}; decay in [0, 1]."""
+        if not isinstance(logs, dict):
+            raise ValueError(f"logs must be a dict of numbers, got {type(logs).__name__}")
+        check_probability(decay, "decay")
         for key, value in logs.items():
             previous = self.running_logs.get(key)
             self.running_logs[key] = value if previous is None else decay * previous + (1 - decay) * value
@@ -659,8 +828,11 @@ def image_analogies(source_image: torch.Tensor, source_labels: torch.Tensor, tar
     source_image (3, H, W), source_labels and target_labels (H, W) → I′ (3, H, W). With
     P′ = P it returns the source exactly: every pixel's own neighbourhood is at distance 0.
     """
-    if patch < 1 or patch % 2 == 0:
-        raise ValueError(f"patch must be an odd size ≥ 1 (a neighbourhood centred on the pixel), got {patch}")
+    if not isinstance(patch, int) or isinstance(patch, bool) or patch < 1 or patch % 2 == 0:
+        raise ValueError(f"patch must be an odd size ≥ 1 (a neighbourhood centred on the pixel), got {patch!r}")
+    check_positive_int(num_classes, "num_classes"), check_positive_int(passes, "passes")
+    check_number(appearance_weight, "appearance_weight", minimum=0.0)
+    check_number(position_weight, "position_weight", minimum=0.0)
     source_image = check_images(source_image, "source_image", ndim=(3,))
     source_labels = check_label_map(source_labels, "source_labels", num_classes=num_classes, ndim=(2,))
     target_labels = check_label_map(target_labels, "target_labels", num_classes=num_classes, ndim=(2,))
@@ -692,14 +864,27 @@ def photo_layout(image: np.ndarray, clusters: int, position_weight: float = 1.0,
     channels are CIELAB scaled to unit variance; y and x are in [0, 1] times
     ``position_weight`` (so clusters are regions, not scattered colours). k-means++
     seeding, ``iterations`` Lloyd steps, then a ``smoothing``×``smoothing`` majority
-    filter removes speckles; labels are renumbered by area, largest first.
+    filter removes speckles; labels are renumbered by area, largest first. ``clusters`` in
+    [1, H·W]; ``smoothing`` odd ≥ 1; ``iterations`` ≥ 0; ``position_weight`` ≥ 0.
     """
     from skimage.color import rgb2lab
 
-    image = np.asarray(image, np.float32)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be (H, W, 3), got {image.shape}")
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    image = np.asarray(image)
+    if image.dtype.kind not in "fiu" or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
+        raise ValueError(f"image must be a numeric (H, W, 3) array in [0, 1], got {image.dtype} {image.shape}")
+    image = image.astype(np.float32)
+    if not np.isfinite(image).all():
+        raise ValueError("image contains NaN or infinite values")
+    if image.min() < -1e-3 or image.max() > 1 + 1e-3:
+        raise ValueError(f"image must have values in [0, 1], got range [{image.min():.3g}, {image.max():.3g}]")
     height, width = image.shape[:2]
+    check_int(clusters, "clusters", minimum=1, maximum=height * width)
+    check_number(position_weight, "position_weight", minimum=0.0), check_non_negative_int(iterations, "iterations")
+    check_seed(seed)
+    if not isinstance(smoothing, int) or isinstance(smoothing, bool) or smoothing < 1 or smoothing % 2 == 0:
+        raise ValueError(f"smoothing must be an odd size ≥ 1 (a window centred on the pixel), got {smoothing!r}")
     lab = rgb2lab(np.clip(image, 0, 1)).reshape(-1, 3)
     lab = (lab - lab.mean(0)) / (lab.std(0) + 1e-6)
     ys, xs = np.mgrid[0:height, 0:width]
@@ -744,11 +929,25 @@ def component_mask(labels: torch.Tensor, label: int) -> torch.Tensor:
     """The largest 4-connected region of ``label`` in (H, W) labels, as a bool mask."""
     from scipy import ndimage
 
+    labels = _label_tensor(labels, "labels")
+    check_int(label, "label")
+
     regions, count = ndimage.label((labels == label).numpy())
     if count == 0:
         raise ValueError(f"label {label} does not occur in the layout")
     sizes = np.bincount(regions.ravel())[1:]
     return torch.from_numpy(regions == 1 + int(sizes.argmax()))
+
+
+def _label_tensor(labels, name: str) -> torch.Tensor:
+    """An (H, W) integer label map as a tensor (tensor or NumPy array; ids are not bounded here)."""
+    if isinstance(labels, np.ndarray):
+        labels = torch.from_numpy(labels)
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 2 or labels.is_floating_point() \
+            or labels.dtype == torch.bool or labels.numel() == 0:
+        got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"{name} must be an (H, W) integer label map with H, W ≥ 1, got {got}")
+    return labels
 
 
 def edit_layout(labels: torch.Tensor, mask: torch.Tensor, kind: str, shift=(0, 0), factor: float = 1.0,
@@ -765,12 +964,22 @@ def edit_layout(labels: torch.Tensor, mask: torch.Tensor, kind: str, shift=(0, 0
     """
     if kind not in ("move", "scale", "remove", "add"):
         raise ValueError(f"edit kind must be move, scale, remove or add, got {kind!r}")
-    labels = torch.as_tensor(labels).long()
-    mask = torch.as_tensor(mask).bool()
+    labels = _label_tensor(labels, "labels").long()
+    if (labels < 0).any():
+        raise ValueError(f"labels must hold class ids ≥ 0, got {int(labels.min())}")
+    if isinstance(mask, np.ndarray):
+        mask = torch.from_numpy(mask)
+    if not isinstance(mask, torch.Tensor) or mask.is_floating_point() and not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("mask must be an (H, W) bool map (or 0/1 values)")
+    mask = mask.bool()
+    if kind in ("move", "add"):
+        dy, dx = _shift(shift)
+    if label is not None:
+        check_non_negative_int(label, "label")
     if mask.shape != labels.shape or not mask.any():
         raise ValueError(f"mask must be a non-empty (H, W) bool map like the labels {tuple(labels.shape)}")
-    if kind == "scale" and not factor > 0:
-        raise ValueError(f"scale factor must be > 0, got {factor}")
+    if kind == "scale":
+        check_number(factor, "scale factor", minimum=0.0, strict_minimum=True)
     label = int(torch.mode(labels[mask]).values) if label is None else int(label)
     height, width = labels.shape
     ys, xs = torch.nonzero(mask, as_tuple=True)
@@ -783,7 +992,7 @@ def edit_layout(labels: torch.Tensor, mask: torch.Tensor, kind: str, shift=(0, 0
         moved = torch.zeros_like(mask)
         moved[inside] = mask[sy[inside], sx[inside]]
     else:
-        dy, dx = (int(v) for v in shift)
+        dy, dx = _shift(shift)
         ny, nx = ys + dy, xs + dx
         keep = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
         moved = torch.zeros_like(mask)
@@ -794,3 +1003,10 @@ def edit_layout(labels: torch.Tensor, mask: torch.Tensor, kind: str, shift=(0, 0
     if kind != "remove":
         result[moved] = label
     return result
+
+
+def _shift(shift) -> tuple[int, int]:
+    """A shift (dy, dx) in whole pixels."""
+    if isinstance(shift, (str, bytes)) or not isinstance(shift, (tuple, list, torch.Size, np.ndarray)) or len(shift) != 2:
+        raise ValueError(f"shift must be a pair (dy, dx) of integers, got {shift!r}")
+    return check_int(shift[0], "shift dy"), check_int(shift[1], "shift dx")

@@ -23,12 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoints import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
+from ..checks import check_device, check_int, check_pair, check_path, check_positive_int, check_seed
 from ..claims import check_claims, verdict
 from ..data import CLASS_INDEX, NUM_CLASSES, StreetScenes
 from ..features import load_feature_extractor
 from ..metrics import segmentation_scores
 from ..networks import count_parameters
 from .. import train
+from . import _checks
 from ..train import REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile
 from .analogy import (CHAPTER, MODEL_NAMES, MODEL_SPECS, PAPER_BETAS, PROFILES, TRAINED_MODELS, AnalogyGenerator,
                       AnalogyTrainer, augmentation_grid, component_mask, edit_layout,
@@ -43,16 +45,41 @@ PATCH_FEATURE_LAYERS = {"judge": ("enc1", "enc2"), "vgg19": ("relu1_1", "relu2_1
 
 
 def check_model_name(name: str) -> str:
-    if name not in MODEL_NAMES:
+    if not isinstance(name, str) or name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
     return name
+
+
+def check_profile(profile: str) -> str:
+    """One of the chapter's profile names."""
+    if not isinstance(profile, str) or profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
+    return profile
+
+
+IMAGE_KEYS = ("name", "kind", "image", "labels", "num_classes", "edits")
+
+
+def check_image(image, name: str = "image") -> dict:
+    """One of :func:`source_images`' entries: {name, kind, image (3, H, W) in [0, 1], labels (H, W) in
+    [0, num_classes), num_classes, edits}."""
+    from ..data.validation import check_images, check_label_map
+
+    _checks.settings(image, IMAGE_KEYS, name)
+    check_positive_int(image["num_classes"], f"{name}['num_classes']")
+    pixels = check_images(image["image"], f"{name}['image']", ndim=(3,))
+    labels = check_label_map(image["labels"], f"{name}['labels']", num_classes=image["num_classes"], ndim=(2,))
+    if labels.shape != pixels.shape[-2:]:
+        raise ValueError(f"{name}['labels'] {tuple(labels.shape)} must be the image's (H, W) {tuple(pixels.shape[-2:])}")
+    return image
 
 
 # --------------------------------------------------------------------------- images and edits
 
 def _car_scenes(size, count: int, seed: int = 0, scan: int = 200):
     """The first ``count`` test scenes with a car at least H/6 tall whose box stays clear of the
-    image border (so it can move), with that car's id."""
+    image border (so it can move), with that car's id. count in [1, scan]."""
+    check_positive_int(scan, "scan"), check_int(count, "count", minimum=1, maximum=scan), check_seed(seed)
     scenes = StreetScenes(size=size, seed=seed, split="test", length=scan)
     height, width = scenes.size
     found = []
@@ -73,8 +100,13 @@ def street_edits(scenes: StreetScenes, index: int, car_id: int) -> list[dict]:
     """The four edits of scene ``index`` with a true answer, each re-rendered from an edited
     scene description: the car moved sideways by a quarter of the image width towards the
     centre, scaled by 1.3, removed, and a copy added a third of the width away."""
+    _checks.instance(scenes, "scenes", StreetScenes, "labkit.data.StreetScenes")
+    check_int(index, "index", minimum=0), check_int(car_id, "car_id")
     scene = scenes.scene(index)
-    car = next(t for t in scene.instances if t.instance_id == car_id)
+    car = next((t for t in scene.instances if t.instance_id == car_id), None)
+    if car is None or car.kind != "car":
+        raise ValueError(f"car_id {car_id} is not a car of scene {index}; its cars are "
+                         f"{[t.instance_id for t in scene.instances if t.kind == 'car']}")
     width = scenes.size[1]
     box = next(o for o in scenes.render(index, scene=scene)["objects"] if o["id"] == car_id)["box"]
     toward_centre = 1.0 if (box[0] + box[2]) / 2 < width / 2 else -1.0
@@ -109,14 +141,16 @@ def photo_image(name: str, size) -> np.ndarray:
     import skimage.data
     from skimage.transform import resize
 
+    if not isinstance(name, str) or name.startswith("_"):
+        raise ValueError(f"name must be the name of a scikit-image photograph (e.g. 'coffee'), got {name!r}")
+    height, width = check_pair(size, "size")
     loader = getattr(skimage.data, name, None)
-    if loader is None:
+    if loader is None or not callable(loader):
         raise ValueError(f"scikit-image has no photograph {name!r}")
     photo = np.asarray(loader(), np.float32) / 255.0
     if photo.ndim != 3 or photo.shape[2] < 3:
         raise ValueError(f"skimage.data.{name}() is not a colour photograph")
     photo = photo[..., :3]
-    height, width = (int(v) for v in size)
     rows, cols = photo.shape[:2]
     if cols / rows > width / height:
         keep = int(round(rows * width / height))
@@ -129,7 +163,10 @@ def photo_image(name: str, size) -> np.ndarray:
 
 def subject_label(labels: torch.Tensor) -> int:
     """The label whose largest region covers 3–30 % of the image and lies nearest its centre:
-    the photograph's subject, for the automatic edits."""
+    the photograph's subject, for the automatic edits. labels (H, W) integer ids."""
+    from .analogy import _label_tensor
+
+    labels = _label_tensor(labels, "labels")
     height, width = labels.shape
     best, best_distance = None, None
     for label in torch.unique(labels).tolist():
@@ -162,6 +199,8 @@ def photo_edits(labels: torch.Tensor) -> list[dict]:
 def source_images(settings: dict, seed: int = 0) -> list[dict]:
     """The profile's images: ``{name, kind, image (3, H, W), labels (H, W), num_classes, edits}``,
     street scenes first (each edit with its true ``truth`` image), then the photographs."""
+    _checks.profile_settings(settings, PROFILES, ("street_size", "street_scenes", "photos", "photo_size",
+                                                   "photo_labels")), check_seed(seed)
     images = []
     scenes, found = _car_scenes(settings["street_size"], settings["street_scenes"], seed)
     for index, car_id, sample in found:
@@ -186,7 +225,11 @@ def _config(kind: str, name: str, image: dict, settings: dict, seed: int) -> dic
 def patch_features(settings: dict, device, verbose: bool = False):
     """The frozen features of the patch coherence loss: the judge's enc1 and enc2, or VGG-19's
     relu1_1 and relu2_1 when the profile says "auto" and VGG-19 weights are there."""
+    _checks.settings(settings, ("features",))
     kind = settings["features"]
+    if kind not in ("auto",) + tuple(PATCH_FEATURE_LAYERS):
+        raise ValueError(f"settings['features'] must be one of {('auto',) + tuple(PATCH_FEATURE_LAYERS)}, got {kind!r}")
+    device = check_device(device)
     extractor = load_feature_extractor(kind, layers=None if kind == "auto" else PATCH_FEATURE_LAYERS[kind],
                                        device=device, verbose=verbose)
     if len(extractor.layer_names) != 2:
@@ -201,7 +244,9 @@ def train_model(name: str, image: dict, settings: dict, device, run_dir: Path, f
     spec = MODEL_SPECS[check_model_name(name)]
     if not spec["conditioning"]:
         raise ValueError(f"model {name!r} has no network to train")
-    device = torch.device(device)
+    check_image(image), _checks.profile_settings(settings, PROFILES)
+    device, run_dir = check_device(device), check_path(run_dir, "run_dir")
+    _checks.minutes(max_minutes), check_seed(seed)
     torch.manual_seed(seed)   # the same initial weights whichever models ran before in this process
     trainer = AnalogyTrainer(image["image"][None], image["labels"][None], image["num_classes"], spec, settings,
                              features=features, seed=seed).to(device)
@@ -233,7 +278,9 @@ def train_evaluation_segmenter(image: dict, settings: dict, device, run_dir: Pat
     auxiliary segmenter G trains against, so fooling that one does not fool this one for free."""
     from ..judge import JudgeNet
 
-    device = torch.device(device)
+    check_image(image), _checks.profile_settings(settings, PROFILES, ("generator_lr", "segmenter_iterations"))
+    device, run_dir = check_device(device), check_path(run_dir, "run_dir")
+    check_seed(seed)
     torch.manual_seed(seed + 7)
     segmenter = JudgeNet(EVALUATION_SEGMENTER_WIDTHS, image["num_classes"]).to(device)
     optimizer = torch.optim.Adam(segmenter.parameters(), lr=settings["generator_lr"], betas=PAPER_BETAS)
@@ -254,7 +301,17 @@ def train_evaluation_segmenter(image: dict, settings: dict, device, run_dir: Pat
 # --------------------------------------------------------------------------- evaluation
 
 def analogy_output(name: str, generator, image: dict, target_labels: torch.Tensor, device="cpu") -> torch.Tensor:
-    """I′ (3, H, W) on the CPU for model ``name`` (``generator`` None for image_analogies)."""
+    """I′ (3, H, W) on the CPU for model ``name`` (``generator`` None for image_analogies); target_labels
+    (H, W) ids of the image's labels."""
+    check_model_name(name), check_image(image)
+    from ..data.validation import check_label_map
+
+    target = check_label_map(target_labels, "target_labels", num_classes=image["num_classes"], ndim=(2,))
+    if target.shape != image["labels"].shape:
+        raise ValueError(f"target_labels {tuple(target.shape)} must be the image's (H, W) {tuple(image['labels'].shape)}")
+    if name != "image_analogies":
+        _checks.module(generator, "generator", AnalogyGenerator)
+    device = check_device(device)
     if name == "image_analogies":
         return image_analogies(image["image"], image["labels"], target_labels, image["num_classes"])
     k = image["num_classes"]
@@ -268,7 +325,15 @@ def appearance_distance(output: torch.Tensor, source: torch.Tensor, patch: int =
     """How far I′'s look is from I's: for every ``patch``×``patch`` RGB patch of the output
     (every ``stride`` pixels), the RMS difference to its nearest patch anywhere in the source,
     averaged. 0 when every output patch occurs in the source (a copy, or a collage of source
-    patches); it ignores the layout, so the edit does not count against it."""
+    patches); it ignores the layout, so the edit does not count against it. output and source (3, H, W)
+    in [0, 1], at least ``patch`` pixels high and wide; patch and stride ≥ 1."""
+    from ..data.validation import check_images
+
+    check_images(output, "output", ndim=(3,)), check_images(source, "source", ndim=(3,))
+    check_positive_int(patch, "patch"), check_positive_int(stride, "stride")
+    for name, value in (("output", output), ("source", source)):
+        if min(value.shape[-2:]) < patch:
+            raise ValueError(f"{name} must be at least {patch}×{patch} pixels, got {tuple(value.shape)}")
     out = F.unfold(output[None], patch, stride=stride)[0].T
     src = F.unfold(source[None], patch)[0].T
     nearest = []
@@ -285,7 +350,12 @@ def _psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) ->
 
 def changed_region(truth: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     """(1, H, W) float: the pixels the true edit changed (any channel by more than 0.02), grown by
-    one pixel."""
+    one pixel. truth and source (3, H, W) in [0, 1], of one shape."""
+    from ..data.validation import check_images
+
+    check_images(truth, "truth", ndim=(3,)), check_images(source, "source", ndim=(3,))
+    if truth.shape != source.shape:
+        raise ValueError(f"truth {tuple(truth.shape)} and source {tuple(source.shape)} must have the same shape")
     changed = ((truth - source).abs().amax(dim=0, keepdim=True) > 0.02).float()
     return F.max_pool2d(changed[None], 3, 1, 1)[0]
 
@@ -302,6 +372,15 @@ def score_output(output: torch.Tensor, image: dict, edit: dict, segmenter, judge
     """
     from kornia.metrics import ssim
 
+    from ..data.validation import check_images
+
+    check_image(image), _checks.settings(edit, ("name", "labels", "truth"), "edit")
+    check_images(output, "output", ndim=(3,))
+    if output.shape != image["image"].shape:
+        raise ValueError(f"output {tuple(output.shape)} must have the image's shape {tuple(image['image'].shape)}")
+    _checks.function(segmenter, "segmenter", "images → logits"), check_device(device)
+    if edit["truth"] is not None:
+        _checks.module(judge, "judge")
     target = edit["labels"]
     with torch.no_grad():
         predicted = segmenter(output[None].to(device)).argmax(1)[0].cpu()
@@ -321,6 +400,8 @@ def score_output(output: torch.Tensor, image: dict, edit: dict, segmenter, judge
 
 def average_scores(per_image: dict) -> dict:
     """Mean over the edits of each image, then over the images that have the key."""
+    if not isinstance(per_image, dict) or not per_image:
+        raise ValueError(f"per_image must be a non-empty dict {{image name: scores}}, got {per_image!r}")
     means = {}
     for key in METRIC_KEYS:
         if key == "identity_psnr":
@@ -336,6 +417,13 @@ def average_scores(per_image: dict) -> dict:
 def evaluate_model(name: str, generators: dict, images: list[dict], segmenters: dict, judge, device="cpu") -> dict:
     """Score model ``name`` on every image's edits; ``generators``: image name → generator
     (empty for image_analogies). Adds ``identity_psnr``: PSNR of G(I, P, P) to I."""
+    check_model_name(name)
+    _check_evaluation_inputs(images, segmenters)
+    if not isinstance(generators, dict):
+        raise ValueError(f"generators must be a dict {{image name: generator}}, got {type(generators).__name__}")
+    missing = [image["name"] for image in images if name != "image_analogies" and image["name"] not in generators]
+    if missing:
+        raise ValueError(f"generators lacks the images {missing}")
     per_image = {}
     for image in images:
         generator = generators.get(image["name"])
@@ -351,6 +439,7 @@ def evaluate_model(name: str, generators: dict, images: list[dict], segmenters: 
 def reference_scores(images: list[dict], segmenters: dict, judge, device="cpu") -> dict:
     """Two references on the same edits: ``ground_truth`` (the true edited street scenes: the
     ceiling of the alignment scores) and ``source_copy`` (I′ = I, the edit ignored: the floor)."""
+    _check_evaluation_inputs(images, segmenters)
     references = {}
     for reference in ("ground_truth", "source_copy"):
         per_image = {}
@@ -367,8 +456,20 @@ def reference_scores(images: list[dict], segmenters: dict, judge, device="cpu") 
     return references
 
 
+def _check_evaluation_inputs(images, segmenters) -> None:
+    if not _checks.names(images, "images"):
+        raise ValueError("images must hold at least one image (see source_images)")
+    for i, image in enumerate(images):
+        check_image(image, f"images[{i}]")
+    if not isinstance(segmenters, dict) or any(image["name"] not in segmenters for image in images):
+        raise ValueError("segmenters must be a dict {image name: evaluation segmenter} covering every image")
+
+
 def save_sample_figure(name: str, generators: dict, images: list[dict], path, device="cpu") -> Path:
     """A PNG of model ``name``'s outputs: one row per image, the source and each edit."""
+    check_model_name(name), check_path(path, "path"), check_device(device)
+    if not _checks.names(images, "images"):
+        raise ValueError("images must hold at least one image (see source_images)")
     import matplotlib
     import matplotlib.pyplot as plt
 
@@ -399,12 +500,14 @@ def run(profile: str = "book", models=None, device="auto", max_minutes: float | 
     ``export``: True writes ``checkpoints/analogy_<profile>_<image>.pt`` for each image."""
     from ..metrics import _judge
 
-    settings = select_profile(PROFILES, profile)
-    models = [check_model_name(name) for name in (MODEL_NAMES if models is None else models)]
+    settings = select_profile(PROFILES, check_profile(profile))
+    models = [check_model_name(name) for name in (MODEL_NAMES if models is None else _checks.names(models, "models"))]
+    export = _checks.export_target(export)
     if export and not set(EXPORTED_MODELS) <= set(models):
         raise ValueError(f"export writes {EXPORTED_MODELS}; include them in models (got {models})")
-    device = choose_device(device) if isinstance(device, str) else torch.device(device)
-    run_dir = Path(run_dir) if run_dir is not None else reports_dir(profile, CHAPTER)
+    device = check_device(device)
+    _checks.minutes(max_minutes), check_seed(seed)
+    run_dir = check_path(run_dir, "run_dir") if run_dir is not None else reports_dir(profile, CHAPTER)
     command = f"python -m labkit.papers.analogy_runs --profile {profile}"
     images = source_images(settings, seed)
     segmenters = {image["name"]: train_evaluation_segmenter(image, settings, device, run_dir, progress, seed)
@@ -458,6 +561,9 @@ def _training_record(run_dir: Path, name: str, image: str, result, profile, seed
 
 
 def exported_path(profile: str, image: str) -> Path:
+    check_profile(profile)
+    if not isinstance(image, str) or not image or "/" in image:
+        raise ValueError(f"image must be an image name such as 'street3' or 'coffee', got {image!r}")
     return REPO_ROOT / "checkpoints" / f"analogy_{profile}_{image}.pt"
 
 
@@ -468,6 +574,15 @@ def _half(module) -> dict:
 def export_models(generators: dict, image: dict, settings: dict, path, segmenter=None) -> Path:
     """The generators of one image in float16, with the image's name, its number of labels, the
     settings and (optionally) its evaluation segmenter, so a notebook can score new edits."""
+    if not isinstance(generators, dict) or not generators:
+        raise ValueError(f"generators must be a non-empty dict {{model name: generator}}, got {generators!r}")
+    for name, generator in generators.items():
+        if MODEL_SPECS.get(name, {}).get("conditioning") is None:
+            raise ValueError(f"generators has an unknown model {name!r}; expected some of {TRAINED_MODELS}")
+        _checks.module(generator, f"generators[{name!r}]", AnalogyGenerator)
+    check_image(image), _checks.profile_settings(settings, PROFILES, ("width",))
+    path = check_path(path, "path")
+    _checks.module(segmenter, "segmenter", allow_none=True)
     plain = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
     state = {"kind": "analogy-generators", "settings": plain, "image": image["name"],
              "num_classes": image["num_classes"], "generators": {n: _half(g) for n, g in generators.items()}}
@@ -478,7 +593,7 @@ def export_models(generators: dict, image: dict, settings: dict, path, segmenter
 
 def load_models(path, device="cpu") -> tuple[dict, dict]:
     """({model name: generator in eval mode}, settings) from an export."""
-    path = Path(path)
+    path, device = check_path(path, "path"), check_device(device)
     if not path.is_file():
         raise FileNotFoundError(f"no exported analogy generators at {path}; train them with "
                                 "`python -m labkit.papers.analogy_runs --profile book --export`")
@@ -486,15 +601,20 @@ def load_models(path, device="cpu") -> tuple[dict, dict]:
     if state.get("kind") != "analogy-generators" or not {"generators", "settings", "num_classes"} <= set(state):
         raise CheckpointError(f"{path} is not an export of analogy generators (expected keys kind, settings, "
                               "num_classes, generators)")
+    if not isinstance(state["settings"], dict) or not isinstance(state["generators"], dict):
+        raise CheckpointError(f"{path}: settings and generators must be dicts")
     settings = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state["settings"].items()}
     generators = {}
     for name, weights in state["generators"].items():
         if MODEL_SPECS.get(name, {}).get("conditioning") is None:
             raise CheckpointError(f"{path} holds an unknown model {name!r}; expected some of {TRAINED_MODELS}")
-        generator = AnalogyGenerator(state["num_classes"], settings["width"], MODEL_SPECS[name]["conditioning"])
+        try:
+            generator = AnalogyGenerator(state["num_classes"], settings.get("width"), MODEL_SPECS[name]["conditioning"])
+        except ValueError as error:
+            raise CheckpointError(f"{path} holds settings this generator cannot be built from: {error}") from error
         try:
             generator.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
-        except RuntimeError as error:
+        except (RuntimeError, AttributeError) as error:
             raise CheckpointError(f"{path}: the {name} weights do not fit: {str(error).splitlines()[0]}") from error
         generators[name] = generator.to(device).eval()
     return generators, settings
@@ -504,12 +624,16 @@ def load_evaluation_segmenter(path, device="cpu"):
     """The evaluation segmenter stored with an export (see :func:`train_evaluation_segmenter`)."""
     from ..judge import JudgeNet
 
+    path, device = check_path(path, "path"), check_device(device)
     state = load_checkpoint(path)
-    if "evaluation_segmenter" not in state:
+    if "evaluation_segmenter" not in state or "num_classes" not in state:
         raise CheckpointError(f"{path} has no evaluation segmenter; export it with analogy_runs.run(..., export=...)")
-    segmenter = JudgeNet(EVALUATION_SEGMENTER_WIDTHS, state["num_classes"])
-    segmenter.load_state_dict({k: v.float() if v.is_floating_point() else v
-                               for k, v in state["evaluation_segmenter"].items()})
+    try:
+        segmenter = JudgeNet(EVALUATION_SEGMENTER_WIDTHS, check_positive_int(state["num_classes"], "num_classes"))
+        segmenter.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                   for k, v in state["evaluation_segmenter"].items()})
+    except (RuntimeError, AttributeError, ValueError) as error:
+        raise CheckpointError(f"{path}: the evaluation segmenter does not fit: {str(error).splitlines()[0]}") from error
     return segmenter.to(device).eval()
 
 
@@ -517,7 +641,8 @@ def merge_records(profile: str, run_dir, device, images=None, segmenters=None, j
     """Rebuild ``<run dir>/metrics.json`` from ``models/*.json``; a model whose training has
     advanced since it was scored is listed as stale. The references are scored here when the
     images and segmenters are given, else kept from the previous metrics.json."""
-    run_dir = Path(run_dir)
+    check_profile(profile)
+    run_dir, device, seed = _checks.run_folder(run_dir), check_device(device), check_seed(seed)
     models = {p.stem: read_json(p) for p in sorted((run_dir / "models").glob("*.json"))}
     stale = []
     for name, r in models.items():
@@ -544,7 +669,8 @@ REQUIRED_MODELS = MODEL_NAMES
 
 def record_dir(profile: str, run_dir=None) -> Path:
     """Where the runs of ``profile`` are recorded: the committed book record's folder, or the run dir."""
-    return train.record_dir(profile, CHAPTER, run_dir)
+    check_profile(profile)
+    return train.record_dir(profile, CHAPTER, None if run_dir is None else check_path(run_dir, "run_dir"))
 
 
 def read_record(profile: str, run_dir=None) -> dict:
@@ -561,6 +687,7 @@ def claims(record: dict) -> list[dict]:
     model it needs. Higher alignment, PSNR and identity PSNR are better; a lower appearance
     distance is better.
     """
+    _checks.record(record)
     m = record["metrics"]
 
     def higher(a, b, key):
