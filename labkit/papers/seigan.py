@@ -30,9 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import (check_choice, check_int, check_non_negative_int, check_number, check_pair, check_positive_int,
+                      check_probability, check_seed, check_tensor)
 from ..data import CLASS_INDEX, StreetScenes
 from ..data.validation import check_images
 from ..pix2pix import PatchDiscriminator, UNetSkipBlock, lsgan_loss
+from . import _checks
 
 CHAPTER = "seigan"
 OBJECT_CLASSES = ("car", "person")
@@ -45,24 +48,36 @@ probability 0.5 (and stores the new one in its place), otherwise the new fake.""
 # --------------------------------------------------------------------------- inputs
 
 def check_masks(masks, images: torch.Tensor, name: str = "masks") -> torch.Tensor:
-    """Masks (N, 1, H, W) float in [0, 1] that fit ``images`` (N, 3, H, W)."""
+    """Masks (N, 1, H, W) float in [0, 1] (NaN and ±inf refused) that fit ``images`` (N, 3, H, W)."""
     if not isinstance(masks, torch.Tensor) or not masks.is_floating_point() or masks.dim() != 4 \
             or masks.shape[1] != 1:
         got = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
         raise ValueError(f"{name} must be float (N, 1, H, W), got {got}")
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be (N, 3, H, W) for the {name} to fit, got {got}")
     if masks.shape[0] != images.shape[0] or masks.shape[-2:] != images.shape[-2:]:
         raise ValueError(f"{name} {tuple(masks.shape)} do not fit images {tuple(images.shape)}")
-    if masks.numel() and (masks.min() < 0 or masks.max() > 1):
-        raise ValueError(f"{name} must be in [0, 1], got [{float(masks.min()):.3g}, {float(masks.max()):.3g}]")
+    if masks.numel():
+        low, high = (float(v) for v in torch.aminmax(masks.detach()))
+        if not (low >= 0 and high <= 1):   # NaN fails both comparisons, so it is refused too
+            raise ValueError(f"{name} must have values in [0, 1], got range [{low:.3g}, {high:.3g}]")
     return masks
 
 
 def box_masks(boxes, size) -> torch.Tensor:
-    """boxes (N, 4) as (x0, y0, x1, y1), x1 and y1 exclusive → (N, 1, H, W) float, 1 inside."""
-    boxes = torch.as_tensor(boxes)
-    height, width = (int(v) for v in size)
+    """boxes (N, 4) as (x0, y0, x1, y1) in whole pixels, x1 and y1 exclusive → (N, 1, H, W) float, 1 inside."""
+    try:
+        boxes = torch.as_tensor(boxes)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"boxes must be (N, 4) as (x0, y0, x1, y1) in pixels, got {type(boxes).__name__}") from None
+    height, width = check_pair(size, "size")
     if boxes.dim() != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes must be (N, 4) as (x0, y0, x1, y1), got {tuple(boxes.shape)}")
+    if boxes.dtype == torch.bool or boxes.is_complex() or (
+            boxes.is_floating_point() and boxes.numel() and not bool((boxes == boxes.round()).all())):
+        raise ValueError(f"boxes must be whole pixel coordinates (integers), got {boxes.dtype} "
+                         f"{boxes.tolist()[:4]}{' …' if len(boxes) > 4 else ''}")
     x0, y0, x1, y1 = boxes.long().unbind(1)
     if (x0 < 0).any() or (y0 < 0).any() or (x1 > width).any() or (y1 > height).any() or (x1 <= x0).any() \
             or (y1 <= y0).any():
@@ -77,7 +92,11 @@ def box_masks(boxes, size) -> torch.Tensor:
 # --------------------------------------------------------------------------- the three operations
 
 def restrict_to_boxes(masks: torch.Tensor, boxes) -> torch.Tensor:
-    """G_seg's output inside the box only: m ⊙ 1_box (the paper predicts the mask within the box)."""
+    """G_seg's output inside the box only: m ⊙ 1_box (the paper predicts the mask within the box);
+    masks (N, 1, H, W) float, finite, with one box (N, 4) each."""
+    check_tensor(masks, "masks", shape="(N, 1, H, W)", ndim=4, channels=1)
+    if len(torch.as_tensor(boxes)) != len(masks):
+        raise ValueError(f"{len(masks)} masks but {len(torch.as_tensor(boxes))} boxes")
     return masks * box_masks(boxes, masks.shape[-2:]).to(masks)
 
 
@@ -91,9 +110,18 @@ def composite(masks: torch.Tensor, objects: torch.Tensor, backgrounds: torch.Ten
     return masks * objects + (1 - masks) * backgrounds
 
 
+def _check_composite(masks: torch.Tensor, objects: torch.Tensor, backgrounds: torch.Tensor) -> None:
+    """objects and backgrounds: at least one image (the rest is checked by the function itself)."""
+    _checks.images_batch(objects, "objects"), _checks.images_batch(backgrounds, "backgrounds")
+
+
+# the chapter displays composite: this check is attached here, outside its source
+composite = _checks.checked(_check_composite)(composite)
+
+
 def cut_out(masks: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """The inpainter's input: (1 − m) ⊙ x."""
-    check_images(images, "images", ndim=(4,))
+    """The inpainter's input: (1 − m) ⊙ x; images (N, 3, H, W) in [0, 1], N ≥ 1, masks as :func:`check_masks`."""
+    _checks.images_batch(images, "images")
     check_masks(masks, images)
     return (1 - masks) * images
 
@@ -102,6 +130,8 @@ def swap(objects, backgrounds, masks, enhance, inpaint) -> dict:
     """One swap of object scenes x and backgrounds y, with the object masks m of x:
     ``{"pasted": z, "moved": ŷ = enhance(z), "inpainted": x̂ = inpaint((1 − m) ⊙ x)}``.
     ``enhance`` and ``inpaint`` map (N, 3, H, W) → (N, 3, H, W)."""
+    _checks.function(enhance, "enhance", "(N, 3, H, W) → (N, 3, H, W)")
+    _checks.function(inpaint, "inpaint", "(N, 3, H, W) → (N, 3, H, W)")
     pasted = composite(masks, objects, backgrounds)
     return {"pasted": pasted, "moved": enhance(pasted), "inpainted": inpaint(cut_out(masks, objects))}
 
@@ -124,6 +154,19 @@ def double_swap(objects, backgrounds, masks, segment, enhance, inpaint, stop_gra
             "background_cycle": second["inpainted"]}
 
 
+def _check_double_swap(objects, backgrounds, masks, segment, enhance, inpaint, stop_gradient: bool = False) -> None:
+    """segment, enhance and inpaint callables; stop_gradient True or False (the images and masks are
+    checked by :func:`composite`)."""
+    _checks.function(segment, "segment", "moved (N, 3, H, W) → masks (N, 1, H, W)")
+    _checks.function(enhance, "enhance", "(N, 3, H, W) → (N, 3, H, W)")
+    _checks.function(inpaint, "inpaint", "(N, 3, H, W) → (N, 3, H, W)")
+    _checks.flag(stop_gradient, "stop_gradient")
+
+
+# the chapter displays double_swap: its checks are attached here, outside its source
+double_swap = _checks.checked(_check_double_swap)(double_swap)
+
+
 # --------------------------------------------------------------------------- the fake pool
 
 class ImagePool:
@@ -138,8 +181,8 @@ class ImagePool:
 
     def __init__(self, size: int = POOL_SIZE, probability: float = POOL_PROBABILITY,
                  generator: torch.Generator | None = None):
-        if size < 0 or not 0 <= probability <= 1:
-            raise ValueError(f"pool size must be ≥ 0 and probability in [0, 1], got {size} and {probability}")
+        check_non_negative_int(size, "size"), check_probability(probability, "probability")
+        _checks.instance(generator, "generator", torch.Generator, "a torch.Generator", allow_none=True)
         self.size, self.probability = int(size), float(probability)
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.images: list[torch.Tensor] = []
@@ -161,6 +204,20 @@ class ImagePool:
         return torch.stack(returned)
 
 
+def _check_pool_query(self, images: torch.Tensor) -> None:
+    """images (N, …) a tensor with N ≥ 1, each image of the shape of those already stored."""
+    check_tensor(images, "images", shape="(N, 3, H, W)", floating=False, finite=False)
+    if images.dim() < 2:
+        raise ValueError(f"images must be a batch (N, …) of images, got shape {tuple(images.shape)}")
+    if self.images and tuple(images.shape[1:]) != tuple(self.images[0].shape):
+        raise ValueError(f"images must each have the shape of the stored ones, {tuple(self.images[0].shape)}, got "
+                         f"{tuple(images.shape[1:])}")
+
+
+# the chapter displays query: its checks are attached here, outside its source
+ImagePool.query = _checks.checked(_check_pool_query)(ImagePool.query)
+
+
 # --------------------------------------------------------------------------- unpaired StreetScenes data
 
 def object_scenes(size, count: int, split: str = "train", seed: int = 0, start: int = 0,
@@ -169,7 +226,16 @@ def object_scenes(size, count: int, split: str = "train", seed: int = 0, start: 
     "background", "background_labels", "index", "object_id"}``. The object is the nearest car or person at least ``min_height`` of
     the image tall. ``mask`` (1, H, W) is its true mask and ``background`` (3, H, W) the same
     scene rendered without it (and without a car's contact shadow, so it differs from x just
-    outside the mask too): both are for evaluation only, never for training."""
+    outside the mask too): both are for evaluation only, never for training.
+
+    ``count`` ≥ 1 scenes from the ``scan_limit`` ≥ 1 scenes from ``start`` ≥ 0; ``min_height`` in (0, 1].
+    The scan stops, with an error, as soon as the scenes left cannot make up ``count``."""
+    check_positive_int(count, "count"), check_positive_int(scan_limit, "scan_limit")
+    check_choice(split, "split", ("train", "test")), check_seed(seed), check_non_negative_int(start, "start")
+    check_number(min_height, "min_height", minimum=0.0, maximum=1.0, strict_minimum=True)
+    if count > scan_limit:
+        raise ValueError(f"count must be at most scan_limit ({scan_limit}): each scene gives at most one object, "
+                         f"got {count}")
     scenes = StreetScenes(size=size, seed=seed, split=split, length=start + scan_limit)
     wanted = {CLASS_INDEX[c] for c in OBJECT_CLASSES}
     found = []
@@ -187,8 +253,12 @@ def object_scenes(size, count: int, split: str = "train", seed: int = 0, start: 
                       "object_id": chosen["id"]})
         if len(found) == count:
             return found
-    raise ValueError(f"only {len(found)} of {scan_limit} {split} scenes at {size} have a clear object; "
-                     f"asked for {count}")
+        left = start + scan_limit - 1 - index
+        if len(found) + left < count:   # even if every scene left had an object, count is out of reach
+            break
+    raise ValueError(f"count {count} cannot be met: {len(found)} of the {index - start + 1} {split} scenes scanned "
+                     f"at {tuple(scenes.size)} have a clear object, and only {start + scan_limit - 1 - index} of "
+                     f"scan_limit {scan_limit} are left; ask for fewer or raise scan_limit")
 
 
 def background_scenes(size, count: int, split: str = "train", seed: int = 0, start: int = 0,
@@ -198,6 +268,7 @@ def background_scenes(size, count: int, split: str = "train", seed: int = 0, sta
     nearest car or person, and its shadow), so that Y has the distribution of X's backgrounds
     B_x: other, farther objects stay, as they do behind x's object. Draw them from other scene
     indices than X (``start``) so that X and Y are unpaired."""
+    _checks.flag(with_labels, "with_labels")
     found = object_scenes(size, count, split=split, seed=seed, start=start)
     images = torch.stack([f["background"] for f in found])
     return (images, torch.stack([f["background_labels"] for f in found])) if with_labels else images
@@ -208,6 +279,7 @@ def background_scenes(size, count: int, split: str = "train", seed: int = 0, sta
 def _unet(in_channels: int, out_channels: int, base_width: int, depth: int) -> nn.Module:
     """pix2pix's U-Net body (:class:`labkit.pix2pix.UNetSkipBlock`) with ``depth`` downsamplings,
     widths base, 2·base, 4·base, 8·base, 8·base, …; (N, in, H, W) → (N, out, H, W) in [−1, 1]."""
+    check_positive_int(base_width, "base_width"), check_int(depth, "depth", minimum=2)
     channels = [min(base_width * 2 ** i, base_width * 8) for i in range(depth)]
     block = None
     for level in reversed(range(1, depth)):
@@ -231,7 +303,7 @@ class Segmenter(nn.Module):
 
     def __init__(self, base_width: int = 16, depth: int = 5):
         super().__init__()
-        self.depth = depth
+        self.depth = check_int(depth, "depth", minimum=2)
         self.net = _unet(4, 1, base_width, depth)
 
     def forward(self, images: torch.Tensor, boxes) -> torch.Tensor:
@@ -253,7 +325,7 @@ class Enhancer(nn.Module):
 
     def __init__(self, base_width: int = 16, depth: int = 5):
         super().__init__()
-        self.depth = depth
+        self.depth = check_int(depth, "depth", minimum=2)
         self.net = _unet(4, 3, base_width, depth)
         last = self.net.up[1]
         nn.init.zeros_(last.weight)
@@ -267,17 +339,38 @@ class Enhancer(nn.Module):
         return (composites + self.net(torch.cat([composites * 2 - 1, noise], dim=1))).clamp(0, 1)
 
 
+def _check_segmenter_inputs(self, images: torch.Tensor, boxes) -> None:
+    """images (N, 3, H, W) in [0, 1] with N ≥ 1 (sizes and boxes are checked by forward itself)."""
+    _checks.images_batch(images, "images")
+
+
+def _check_enhancer_inputs(self, composites: torch.Tensor, noise: torch.Tensor | None = None) -> None:
+    """composites (N, 3, H, W) in [0, 1], N ≥ 1; noise None or (N, 1, H, W) float, finite."""
+    _checks.images_batch(composites, "composites")
+    if noise is not None:
+        check_tensor(noise, "noise", shape="(N, 1, H, W)", ndim=4, channels=1)
+        if noise.shape[0] != composites.shape[0] or noise.shape[-2:] != composites.shape[-2:]:
+            raise ValueError(f"noise must be ({composites.shape[0]}, 1, {composites.shape[-2]}, "
+                             f"{composites.shape[-1]}) for these composites, got {tuple(noise.shape)}")
+
+
+# the chapter displays both forwards: their checks are attached here, outside their source
+Segmenter.forward = _checks.checked(_check_segmenter_inputs)(Segmenter.forward)
+Enhancer.forward = _checks.checked(_check_enhancer_inputs)(Enhancer.forward)
+
+
 class Inpainter(nn.Module):
     """G_inp: the cut-out (1 − m) ⊙ x (N, 3, H, W) → x̂ (N, 3, H, W) in [0, 1], the whole image
     (the paper's input: the hole is only visible as missing pixels; no mask channel)."""
 
     def __init__(self, base_width: int = 16, depth: int = 5):
         super().__init__()
-        self.depth = depth
+        self.depth = check_int(depth, "depth", minimum=2)
         self.net = _unet(3, 3, base_width, depth)
 
     def forward(self, cut_outs: torch.Tensor) -> torch.Tensor:
-        check_images(cut_outs, "cut_outs", ndim=(4,))
+        """cut_outs (N, 3, H, W) in [0, 1], N ≥ 1, H and W divisible by 2**depth."""
+        _checks.images_batch(cut_outs, "cut_outs")
         _check_size(cut_outs, self.depth, "cut_outs")
         return (self.net(cut_outs * 2 - 1) + 1) / 2
 
@@ -288,16 +381,24 @@ class ImageDiscriminator(nn.Module):
 
     def __init__(self, base_width: int = 32, layers: int = 3):
         super().__init__()
+        check_positive_int(base_width, "base_width"), check_positive_int(layers, "layers")
+        self.layers = layers
         self.net = PatchDiscriminator(num_classes=0, base_width=base_width, layers=layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N, 3, H, W) in [0, 1], N ≥ 1, H and W ≥ 2**(layers + 1)."""
+        _checks.images_batch(images, "images")
+        if min(images.shape[-2:]) < 2 ** (self.layers + 1):
+            raise ValueError(f"images H and W must be at least {2 ** (self.layers + 1)} for {self.layers} strided "
+                             f"layers, got {tuple(images.shape[-2:])}")
         return self.net(images.new_zeros(images.shape[0], 0, *images.shape[-2:]), images)
 
 
 # --------------------------------------------------------------------------- losses
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) → (N, C, C): G = F Fᵀ / (C·H·W)."""
+    """(N, C, H, W) → (N, C, C): G = F Fᵀ / (C·H·W); features float, non-empty."""
+    check_tensor(features, "features", shape="(N, C, H, W)", ndim=4, finite=False)
     n, c, h, w = features.shape
     flat = features.reshape(n, c, h * w)
     return flat @ flat.transpose(1, 2) / (c * h * w)
@@ -319,6 +420,22 @@ def background_reconstruction_loss(reconstructed: torch.Tensor, backgrounds: tor
         texture = sum(F.l1_loss(gram_matrix(a.float()), gram_matrix(b.float())) * a.shape[1]
                       for a, b in zip(got[content_layers:], want[content_layers:]))
     return content + texture, {"content": float(content.detach()), "texture": float(texture.detach())}
+
+
+def _check_background_reconstruction(reconstructed: torch.Tensor, backgrounds: torch.Tensor, features,
+                                     content_layers: int = 2) -> None:
+    """reconstructed and backgrounds (N, 3, H, W) in [0, 1] of one shape, N ≥ 1; features a frozen
+    extractor (images → list of maps); content_layers ≥ 0."""
+    _checks.images_batch(reconstructed, "reconstructed"), _checks.images_batch(backgrounds, "backgrounds")
+    if reconstructed.shape != backgrounds.shape:
+        raise ValueError(f"reconstructed {tuple(reconstructed.shape)} and backgrounds {tuple(backgrounds.shape)} "
+                         "must have the same shape")
+    _checks.function(features, "features", "a frozen feature extractor: images → list of (N, C_l, h, w) maps")
+    check_non_negative_int(content_layers, "content_layers")
+
+
+_background_reconstruction_loss = background_reconstruction_loss   # the trainer's inputs are checked already
+background_reconstruction_loss = _checks.checked(_check_background_reconstruction)(background_reconstruction_loss)
 
 
 # --------------------------------------------------------------------------- the models of the chapter
@@ -378,6 +495,13 @@ class SeiganTrainer(nn.Module):
 
     def __init__(self, spec: dict, settings: dict, features=None, seed: int = 0):
         super().__init__()
+        _checks.settings(spec, ("enhance", "cycle", "identity", "stop_gradient"), "spec")
+        for key in ("enhance", "cycle", "identity", "stop_gradient"):
+            _checks.flag(spec[key], f"spec[{key!r}]")
+        _checks.profile_settings(settings, PROFILES, ("width", "depth", "discriminator_width", "pool_size"))
+        if features is not None:
+            _checks.function(features, "features", "a frozen feature extractor: images → list of feature maps")
+        check_seed(seed)
         self.spec, self.settings = dict(spec), dict(settings)
         width, depth = settings["width"], settings["depth"]
         self.segmenter = Segmenter(width, depth)
@@ -411,7 +535,8 @@ class SeiganTrainer(nn.Module):
         return list(self.background_discriminator.parameters()) + list(self.object_discriminator.parameters())
 
     def enhance(self, composites: torch.Tensor) -> torch.Tensor:
-        """ŷ = G_enh(z, ε), or z itself for the plain paste (``no_enhancement``)."""
+        """ŷ = G_enh(z, ε), or z itself for the plain paste (``no_enhancement``); composites (N, 3, H, W) in [0, 1]."""
+        _checks.images_batch(composites, "composites")
         if self.enhancer is None:
             return composites
         noise = torch.randn(composites[:, :1].shape, generator=self.noise).to(composites)
@@ -419,7 +544,10 @@ class SeiganTrainer(nn.Module):
 
     def forward(self, objects: torch.Tensor, boxes, backgrounds: torch.Tensor, cycle: bool = True) -> dict:
         """The swap (and with ``cycle`` the swap back): ``{"masks", "pasted", "moved", "inpainted"}``
-        and ``"second_masks", "object_cycle", "background_cycle"``."""
+        and ``"second_masks", "object_cycle", "background_cycle"``. objects and backgrounds (N, 3, H, W)
+        in [0, 1] of one shape, boxes (N, 4)."""
+        _check_pairs(objects, backgrounds)
+        _checks.flag(cycle, "cycle")
         masks = self.segmenter(objects, boxes)
         if not cycle:
             return {"masks": masks, **swap(objects, backgrounds, masks, self.enhance, self.inpainter)}
@@ -427,6 +555,14 @@ class SeiganTrainer(nn.Module):
                                               self.enhance, self.inpainter, self.spec["stop_gradient"])}
 
     def iteration_loss(self, batch: dict, discriminator_optimizer) -> tuple[torch.Tensor, dict]:
+        """batch {"objects", "boxes", "backgrounds"} as :meth:`forward`; discriminator_optimizer a torch
+        optimizer; the cycle models need the trainer's ``features``."""
+        _checks.batch(batch, ("objects", "boxes", "backgrounds"))
+        _checks.instance(discriminator_optimizer, "discriminator_optimizer", torch.optim.Optimizer,
+                         "a torch.optim.Optimizer")
+        if self.spec["cycle"] and self._features[0] is None:
+            raise ValueError("features must be given to SeiganTrainer for a model with the cycle: the background "
+                             "reconstruction loss compares their maps (see seigan_runs.reconstruction_features)")
         x, boxes, y = batch["objects"], batch["boxes"], batch["backgrounds"]
         cycle = self.spec["cycle"]
         out = self(x, boxes, y, cycle=cycle)
@@ -462,8 +598,8 @@ class SeiganTrainer(nn.Module):
                     background_adversarial=float(background_adversarial.detach()))
         if cycle:
             object_reconstruction = F.l1_loss(out["object_cycle"], x)
-            background_reconstruction, _ = background_reconstruction_loss(out["background_cycle"], y,
-                                                                          self._features[0])
+            background_reconstruction, _ = _background_reconstruction_loss(out["background_cycle"], y,
+                                                                           self._features[0])
             loss = loss + weights["object_reconstruction"] * object_reconstruction \
                 + weights["background_reconstruction"] * background_reconstruction
             logs.update(object_reconstruction=float(object_reconstruction.detach()),
@@ -473,6 +609,12 @@ class SeiganTrainer(nn.Module):
             loss = loss + weights["identity"] * identity
             logs["identity"] = float(identity.detach())
         return loss, logs
+
+
+def _check_pairs(objects, backgrounds) -> None:
+    _checks.images_batch(objects, "objects"), _checks.images_batch(backgrounds, "backgrounds")
+    if objects.shape != backgrounds.shape:
+        raise ValueError(f"objects {tuple(objects.shape)} and backgrounds {tuple(backgrounds.shape)} must match")
 
 
 _BOOK = PROFILES["book"]

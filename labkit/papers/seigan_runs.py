@@ -35,11 +35,13 @@ import torch.nn.functional as F
 
 from .. import train
 from ..checkpoints import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
+from ..checks import check_device, check_int, check_number, check_path, check_positive_int, check_seed, check_tensor
 from ..claims import check_claims, verdict
 from ..data import CLASS_NAMES
 from ..features import load_feature_extractor
 from ..metrics import fcn_score, frechet_distance_from_embeddings, judge_embeddings
 from ..train import REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile
+from . import _checks
 from .seigan import (CHAPTER, CYCLEGAN_BETAS, LOSS_WEIGHTS, MODEL_NAMES, MODEL_SPECS, PROFILES, TRAINED_MODELS,
                      SeiganTrainer, Segmenter, box_masks, composite)
 
@@ -54,9 +56,30 @@ EVALUATION_NOISE_SEED = 1234
 
 
 def check_model_name(name: str) -> str:
-    if name not in MODEL_NAMES:
+    if not isinstance(name, str) or name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
     return name
+
+
+def check_profile(profile: str) -> str:
+    """One of the chapter's profile names."""
+    if not isinstance(profile, str) or profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
+    return profile
+
+
+TRAIN_KEYS = ("objects", "boxes", "backgrounds")
+TEST_KEYS = TRAIN_KEYS + ("masks", "classes", "labels", "true_backgrounds", "object_labels", "reference_objects")
+
+
+def _check_data(value, keys, name: str) -> dict:
+    """A part of :func:`chapter_data` holding ``keys``, its objects and backgrounds at least one image each."""
+    _checks.settings(value, keys, name)
+    for key in ("objects", "backgrounds"):
+        _checks.images_batch(value[key], f"{name}[{key!r}]")
+    if len(value["boxes"]) != len(value["objects"]):
+        raise ValueError(f"{name}: {len(value['objects'])} objects but {len(value['boxes'])} boxes")
+    return value
 
 
 # --------------------------------------------------------------------------- data
@@ -76,6 +99,12 @@ def chapter_data(settings: dict, seed: int = 0, splits=("train", "test")) -> dic
     (``indices``, ``background_indices``)."""
     from .seigan import object_scenes
 
+    _checks.profile_settings(settings, PROFILES, ("size", "train_objects", "train_backgrounds", "test_pairs"))
+    check_seed(seed)
+    splits = _checks.names(splits, "splits")
+    unknown = [split for split in splits if split not in ("train", "test")]
+    if unknown or not splits:
+        raise ValueError(f"splits must be some of ('train', 'test'), got {splits}")
     size = settings["size"]
     counts = {"train": (settings["train_objects"], settings["train_backgrounds"]),
               "test": (settings["test_pairs"], settings["test_pairs"])}
@@ -108,10 +137,15 @@ def chapter_data(settings: dict, seed: int = 0, splits=("train", "test")) -> dic
 
 def batch_sampler(train_data: dict, batch_size: int, seed: int = 0, device="cpu"):
     """step → the step's batch: ``batch_size`` object scenes and, independently, ``batch_size``
-    backgrounds, drawn with a generator seeded by (seed, step), so a resumed run sees the same batches."""
+    backgrounds, drawn with a generator seeded by (seed, step), so a resumed run sees the same batches.
+    batch_size ≥ 1; the batch of a step ≥ 0."""
+    _check_data(train_data, TRAIN_KEYS, "train_data")
+    check_positive_int(batch_size, "batch_size"), check_seed(seed)
+    device = check_device(device)
     objects, boxes, backgrounds = train_data["objects"], train_data["boxes"], train_data["backgrounds"]
 
     def batch(step: int) -> dict:
+        check_int(step, "step", minimum=0)
         rng = torch.Generator().manual_seed(seed * 1_000_003 + step)
         i = torch.randint(len(objects), (batch_size,), generator=rng)
         j = torch.randint(len(backgrounds), (batch_size,), generator=rng)
@@ -134,7 +168,11 @@ def reconstruction_features(settings: dict, device, verbose: bool = False):
     """The frozen features of l_bg^rec: the judge's four encoder stages (content on the first two,
     texture on the last two), or VGG-19's relu1_1 … relu4_1 when the profile says "auto" and the
     weights are there."""
+    _checks.settings(settings, ("features",))
     kind = settings["features"]
+    if kind not in ("auto", "judge", "vgg19"):
+        raise ValueError(f"settings['features'] must be 'auto', 'judge' or 'vgg19', got {kind!r}")
+    device = check_device(device)
     layers = {"judge": ("enc1", "enc2", "enc3", "enc4"), "vgg19": ("relu1_1", "relu2_1", "relu3_1", "relu4_1")}
     extractor = load_feature_extractor(kind, layers=None if kind == "auto" else layers[kind], device=device,
                                        verbose=verbose)
@@ -149,9 +187,14 @@ def train_model(name: str, data: dict, settings: dict, device, run_dir: Path, fe
                 stop_after: int | None = None):
     """Train (or resume, or load) model ``name``; returns (trainer in eval mode, FitResult).
     ``stop_after`` ends this call after that many steps (an interruption, for the tests)."""
-    if name not in TRAINED_MODELS:
+    if not isinstance(name, str) or name not in TRAINED_MODELS:
         raise ValueError(f"model {name!r} has no networks to train; trained models are {TRAINED_MODELS}")
-    device = torch.device(device)
+    _checks.settings(data, ("train",), "data"), _check_data(data["train"], TRAIN_KEYS, "data['train']")
+    _checks.profile_settings(settings, PROFILES)
+    device, run_dir = check_device(device), check_path(run_dir, "run_dir")
+    _checks.minutes(max_minutes), check_seed(seed)
+    if stop_after is not None:
+        check_positive_int(stop_after, "stop_after")
     torch.manual_seed(seed)   # the same initial weights whichever models ran before in this process
     trainer = SeiganTrainer(MODEL_SPECS[name], settings, features, seed).to(device)
     generator_optimizer = torch.optim.Adam(trainer.generator_parameters(), lr=settings["learning_rate"],
@@ -171,7 +214,10 @@ def train_supervised_segmenter(data: dict, settings: dict, device, run_dir: Path
                                progress: bool = True, seed: int = 0):
     """The ceiling: G_seg's architecture trained on the true masks (binary cross-entropy inside
     the box; outside it the mask is zero by construction), batches of 2·batch_size."""
-    device = torch.device(device)
+    _checks.settings(data, ("train",), "data"), _check_data(data["train"], TRAIN_KEYS + ("masks",), "data['train']")
+    _checks.profile_settings(settings, PROFILES)
+    device, run_dir = check_device(device), check_path(run_dir, "run_dir")
+    _checks.minutes(max_minutes), check_seed(seed)
     torch.manual_seed(seed)
     segmenter = Segmenter(settings["width"], settings["depth"]).to(device)
     optimizer = torch.optim.Adam(segmenter.parameters(), lr=settings["learning_rate"], betas=CYCLEGAN_BETAS)
@@ -201,7 +247,15 @@ def train_supervised_segmenter(data: dict, settings: dict, device, run_dir: Path
 # --------------------------------------------------------------------------- evaluation
 
 def mask_iou(predicted: torch.Tensor, true: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """(N,) IoU of (predicted > threshold) with the true binary masks, both (N, 1, H, W)."""
+    """(N,) IoU of (predicted > threshold) with the true binary masks, both (N, 1, H, W), N ≥ 1;
+    threshold in [0, 1]."""
+    check_tensor(predicted, "predicted", shape="(N, 1, H, W)", ndim=4, channels=1)
+    check_tensor(true, "true", shape="(N, 1, H, W)", ndim=4, channels=1, floating=False)
+    if predicted.shape != true.shape:
+        raise ValueError(f"predicted {tuple(predicted.shape)} and true {tuple(true.shape)} masks must have the same shape")
+    from ..checks import check_probability
+
+    check_probability(threshold, "threshold")
     hard = predicted > threshold
     truth = true > 0.5
     intersection = (hard & truth).flatten(1).sum(1).double()
@@ -224,7 +278,17 @@ def swap_outputs(trainer: SeiganTrainer | None, test: dict, masks: torch.Tensor 
                  batch_size: int = 32) -> dict:
     """The first swap on the test pairs, on the CPU: ``{"masks", "pasted", "moved", "inpainted"}``.
     With ``trainer`` None it is a plain paste with the given ``masks`` (no enhancement, no inpainting).
-    G_enh's noise comes from a fixed seed, so the scores are reproducible."""
+    G_enh's noise comes from a fixed seed, so the scores are reproducible. batch_size ≥ 1."""
+    _checks.module(trainer, "trainer", SeiganTrainer, allow_none=True)
+    _check_data(test, TRAIN_KEYS, "test")
+    if trainer is None:
+        from .seigan import check_masks
+
+        if masks is None:
+            raise ValueError("masks must be given for a plain paste (trainer None)")
+        check_masks(masks, test["objects"])
+    check_positive_int(batch_size, "batch_size")
+    device = check_device(device)
     outputs = {k: [] for k in ("masks", "pasted", "moved", "inpainted")}
     if trainer is not None:
         trainer.noise.manual_seed(EVALUATION_NOISE_SEED)
@@ -244,20 +308,33 @@ def swap_outputs(trainer: SeiganTrainer | None, test: dict, masks: torch.Tensor 
 
 
 def score_masks(masks: torch.Tensor, test: dict) -> dict:
+    """Mask IoU of ``masks`` (N, 1, H, W) against the test set's true masks, overall and per class."""
+    _checks.settings(test, ("masks", "classes"), "test")
     ious = mask_iou(masks, test["masks"])
     per_class = {CLASS_NAMES[int(c)]: float(ious[test["classes"] == c].mean()) for c in torch.unique(test["classes"])}
     return {"mask_iou": float(ious.mean()), "mask_iou_per_class": per_class}
 
 
 def score_composites(composites: torch.Tensor, test: dict, judge, real_embeddings: torch.Tensor) -> dict:
+    """FCN-score of ``composites`` (N, 3, H, W) against the intended layouts, and their Fréchet distance to
+    ``real_embeddings``."""
+    _checks.settings(test, ("labels",), "test"), _checks.images_batch(composites, "composites")
+    if len(composites) != len(test["labels"]):
+        raise ValueError(f"{len(composites)} composites for {len(test['labels'])} test layouts")
     fcn = fcn_score(composites, test["labels"], judge)
     return {"frechet_distance": frechet_distance_from_embeddings(judge_embeddings(composites, judge), real_embeddings),
             "fcn_miou": fcn["miou"], "fcn_pixel_accuracy": fcn["pixel_accuracy"]}
 
 
 def score_inpainting(inpainted: torch.Tensor, test: dict, judge, background_embeddings: torch.Tensor) -> dict:
+    """PSNR and SSIM of ``inpainted`` (N, 3, H, W) in [0, 1] against the true backgrounds (whole image and
+    inside the boxes), and their Fréchet distance to ``background_embeddings``."""
     from kornia.metrics import ssim
 
+    _checks.settings(test, ("true_backgrounds", "boxes"), "test"), _checks.images_batch(inpainted, "inpainted")
+    if inpainted.shape != test["true_backgrounds"].shape:
+        raise ValueError(f"inpainted {tuple(inpainted.shape)} must have the true backgrounds' shape "
+                         f"{tuple(test['true_backgrounds'].shape)}")
     truth = test["true_backgrounds"]
     inside = box_masks(test["boxes"], truth.shape[-2:])
     return {"inpaint_psnr": float(_psnr(inpainted, truth).mean()),
@@ -271,11 +348,15 @@ def real_embeddings(test: dict, judge) -> dict:
     """Judge embeddings of the real sets the Fréchet distances compare with: other real test
     object scenes than the pasted ones (for composites), and the true backgrounds behind the
     test objects (for inpainting)."""
+    _checks.settings(test, ("reference_objects", "true_backgrounds"), "test")
     return {"objects": judge_embeddings(test["reference_objects"], judge),
             "backgrounds": judge_embeddings(test["true_backgrounds"], judge)}
 
 
 def evaluate_trained(trainer: SeiganTrainer, test: dict, judge, embeddings: dict, device="cpu") -> tuple[dict, dict]:
+    """Every score of a trained model on the test pairs, and its outputs."""
+    _checks.module(trainer, "trainer", SeiganTrainer), _checks.settings(embeddings, ("objects", "backgrounds"),
+                                                                          "embeddings")
     outputs = swap_outputs(trainer, test, device=device)
     scores = {**score_masks(outputs["masks"], test),
               **score_inpainting(outputs["inpainted"], test, judge, embeddings["backgrounds"]),
@@ -285,6 +366,7 @@ def evaluate_trained(trainer: SeiganTrainer, test: dict, judge, embeddings: dict
 
 def evaluate_masks(masks: torch.Tensor, test: dict, judge, embeddings: dict) -> tuple[dict, dict]:
     """A mask-only model: its masks' IoU and its plain pastes' Fréchet distance and FCN-score."""
+    _checks.settings(embeddings, ("objects", "backgrounds"), "embeddings")
     outputs = swap_outputs(None, test, masks)
     return {**score_masks(masks, test), **score_composites(outputs["pasted"], test, judge, embeddings["objects"])}, \
         outputs
@@ -295,6 +377,7 @@ def reference_scores(test: dict, judge, embeddings: dict) -> dict:
     ``true_mask_paste`` (a plain paste with the true mask: the best a paste without enhancement can do),
     ``object_left_in`` (x itself as the "inpainting": the floor of the inpainting scores),
     ``real_object_scenes`` (the FCN-score of the real x against their own layouts, the judge's ceiling)."""
+    _check_data(test, TEST_KEYS, "test"), _checks.settings(embeddings, ("objects", "backgrounds"), "embeddings")
     true_paste = swap_outputs(None, test, test["masks"])["pasted"]
     real_fcn = fcn_score(test["objects"], test["object_labels"], judge)
     return {"true_mask_paste": {**score_masks(test["masks"], test),
@@ -307,7 +390,11 @@ SAMPLE_PAIRS = 6
 
 
 def save_sample_figure(name: str, outputs: dict, test: dict, path, pairs: int = SAMPLE_PAIRS) -> Path:
-    """A PNG of ``name``'s first test pairs: rows x, y, m, z, ŷ (and x̂ where there is an inpainter)."""
+    """A PNG of ``name``'s first test pairs: rows x, y, m, z, ŷ (and x̂ where there is an inpainter);
+    1 ≤ pairs ≤ the test pairs."""
+    check_model_name(name), _checks.settings(outputs, ("masks", "pasted", "moved"), "outputs")
+    _check_data(test, TRAIN_KEYS, "test"), check_path(path, "path")
+    check_int(pairs, "pairs", minimum=1, maximum=min(len(test["objects"]), len(outputs["masks"])))
     import matplotlib
     import matplotlib.pyplot as plt
 
@@ -338,12 +425,14 @@ def run(profile: str = "book", models=None, device="auto", max_minutes: float | 
     writes ``seigan.pt`` and ``seigan_extra.pt`` there."""
     from ..metrics import _judge
 
-    settings = select_profile(PROFILES, profile)
-    models = [check_model_name(name) for name in (MODEL_NAMES if models is None else models)]
+    settings = select_profile(PROFILES, check_profile(profile))
+    models = [check_model_name(name) for name in (MODEL_NAMES if models is None else _checks.names(models, "models"))]
+    export = _checks.export_target(export)
     if export and not {"seigan", "supervised_segmenter"} <= set(models):
         raise ValueError(f"export writes seigan and supervised_segmenter; include them in models (got {models})")
-    device = choose_device(device) if isinstance(device, str) else torch.device(device)
-    run_dir = Path(run_dir) if run_dir is not None else reports_dir(profile, CHAPTER)
+    device = check_device(device)
+    _checks.minutes(max_minutes), check_seed(seed)
+    run_dir = check_path(run_dir, "run_dir") if run_dir is not None else reports_dir(profile, CHAPTER)
     command = f"python -m labkit.papers.seigan_runs --profile {profile}"
     data = chapter_data(settings, seed)
     test = data["test"]
@@ -405,7 +494,10 @@ def _training_record(run_dir: Path, name: str, result, profile, seed, device, co
 def merge_records(profile: str, run_dir, device, reference: dict | None = None, seed: int = 0) -> dict:
     """Rebuild ``<run dir>/metrics.json`` from ``models/*.json``; a model whose training has
     advanced since it was scored is listed as stale. ``reference`` None keeps the previous one."""
-    run_dir = Path(run_dir)
+    check_profile(profile)
+    run_dir, device, seed = _checks.run_folder(run_dir), check_device(device), check_seed(seed)
+    if reference is not None and not isinstance(reference, dict):
+        raise ValueError(f"reference must be a dict of reference scores or None, got {type(reference).__name__}")
     models = {p.stem: read_json(p) for p in sorted((run_dir / "models").glob("*.json"))}
     stale = []
     for name, r in models.items():
@@ -429,6 +521,7 @@ def merge_records(profile: str, run_dir, device, reference: dict | None = None, 
 def exported_path(profile: str, extra: bool = False) -> Path:
     """``checkpoints/seigan_<profile>.pt`` (G_seg, G_enh, G_inp) or, with ``extra``,
     ``checkpoints/seigan_<profile>_extra.pt`` (D_bg, D_obj and the supervised segmenter)."""
+    check_profile(profile), _checks.flag(extra, "extra")
     return REPO_ROOT / "checkpoints" / f"seigan_{profile}{'_extra' if extra else ''}.pt"
 
 
@@ -437,6 +530,8 @@ def _half(module) -> dict:
 
 
 GENERATOR_PARTS = ("segmenter", "enhancer", "inpainter")
+EXPORT_SETTINGS = ("width", "depth", "discriminator_width", "pool_size")
+"""What :func:`load_models` builds the networks from: an export's settings must hold them."""
 EXTRA_PARTS = ("background_discriminator", "object_discriminator", "supervised_segmenter")
 
 
@@ -444,6 +539,12 @@ def export_models(trainer: SeiganTrainer, supervised: Segmenter, settings: dict,
                   folder=None) -> tuple[Path, Path]:
     """SEIGAN's generators, and its discriminators with the supervised segmenter, in float16:
     two files, each under 8 MB at the book profile."""
+    _checks.module(trainer, "trainer", SeiganTrainer), _checks.module(supervised, "supervised", Segmenter)
+    if trainer.enhancer is None:
+        raise ValueError("trainer must have an enhancer (a model with enhance=True, such as seigan) to export")
+    _checks.profile_settings(settings, PROFILES, EXPORT_SETTINGS), check_profile(profile)
+    if folder is not None:
+        check_path(folder, "folder")
     plain = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
     paths = (exported_path(profile), exported_path(profile, True)) if folder is None else \
         (Path(folder) / "seigan.pt", Path(folder) / "seigan_extra.pt")
@@ -459,9 +560,13 @@ def load_models(path, device="cpu", extra=None) -> tuple[SeiganTrainer, dict]:
     """(a SeiganTrainer in eval mode holding the exported G_seg, G_enh and G_inp, and the
     settings) from ``checkpoints/seigan_<profile>.pt``. With ``extra`` (the ``_extra.pt`` file)
     its trained discriminators too; without it they keep their random initial weights."""
+    device = check_device(device)
     state = _read_export(path, "seigan-generators", GENERATOR_PARTS)
     settings = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state["settings"].items()}
-    trainer = SeiganTrainer(MODEL_SPECS["seigan"], settings)
+    try:
+        trainer = SeiganTrainer(MODEL_SPECS["seigan"], settings)
+    except ValueError as error:
+        raise CheckpointError(f"{path} holds settings these networks cannot be built from: {error}") from error
     for part in GENERATOR_PARTS:
         _load(getattr(trainer, part), state["networks"][part], path, part)
     if extra is not None:
@@ -473,19 +578,25 @@ def load_models(path, device="cpu", extra=None) -> tuple[SeiganTrainer, dict]:
 
 def load_supervised_segmenter(path, device="cpu") -> Segmenter:
     """The supervised reference segmenter from ``checkpoints/seigan_<profile>_extra.pt``."""
+    device = check_device(device)
     state = _read_export(path, "seigan-extra", EXTRA_PARTS)
-    segmenter = Segmenter(state["settings"]["width"], state["settings"]["depth"])
+    try:
+        _checks.profile_settings(state["settings"], PROFILES, ("width", "depth"))
+        segmenter = Segmenter(state["settings"]["width"], state["settings"]["depth"])
+    except ValueError as error:
+        raise CheckpointError(f"{path} holds settings the segmenter cannot be built from: {error}") from error
     _load(segmenter, state["networks"]["supervised_segmenter"], path, "supervised_segmenter")
     return segmenter.to(device).eval()
 
 
 def _read_export(path, kind: str, parts) -> dict:
-    path = Path(path)
+    path = check_path(path, "path")
     if not path.is_file():
         raise FileNotFoundError(f"no exported SEIGAN networks at {path}; train them with "
                                 "`python -m labkit.papers.seigan_runs --profile book --export`")
     state = load_checkpoint(path)
-    if state.get("kind") != kind or not set(parts) <= set(state.get("networks", {})) or "settings" not in state:
+    if state.get("kind") != kind or not isinstance(state.get("networks"), dict) or not isinstance(
+            state.get("settings"), dict) or not set(parts) <= set(state["networks"]):
         raise CheckpointError(f"{path} is not a {kind} export (expected kind {kind!r}, settings and networks "
                               f"{list(parts)})")
     return state
@@ -494,7 +605,7 @@ def _read_export(path, kind: str, parts) -> dict:
 def _load(module, weights: dict, path, part: str) -> None:
     try:
         module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
-    except RuntimeError as error:
+    except (RuntimeError, AttributeError) as error:
         raise CheckpointError(f"{path}: the {part} weights do not fit: {str(error).splitlines()[0]}") from error
 
 
@@ -505,7 +616,8 @@ REQUIRED_MODELS = MODEL_NAMES
 
 def record_dir(profile: str, run_dir=None) -> Path:
     """Where the runs of ``profile`` are recorded: the committed book record's folder, or the run dir."""
-    return train.record_dir(profile, CHAPTER, run_dir)
+    check_profile(profile)
+    return train.record_dir(profile, CHAPTER, None if run_dir is None else check_path(run_dir, "run_dir"))
 
 
 def read_record(profile: str, run_dir=None) -> dict:
@@ -518,6 +630,7 @@ def claims(record: dict) -> list[dict]:
     """The paper's claims, each checked against a record by explicit comparisons ("holds" when
     every comparison favours the claim, "does not hold" when none does, "mixed" otherwise).
     Higher IoU, PSNR, SSIM and FCN-scores are better; lower Fréchet distances are better."""
+    _checks.record(record, ("metrics", "reference"))
     m, ref = record["metrics"], record["reference"]
 
     def masks():
