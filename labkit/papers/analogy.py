@@ -63,7 +63,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 
 from ..checks import (check_int, check_non_negative_int, check_number, check_pair, check_positive_int,
-                      check_probability, check_seed, check_tensor)
+                      check_probability, check_seed)
 from ..data.validation import check_images, check_label_map
 from ..pix2pix import lsgan_loss
 from . import _checks
@@ -213,7 +213,7 @@ def conv_block(in_channels: int, out_channels: int, kernel: int = 3, stride: int
 def instance_normalize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """IN(x) = (x − μ_nc) / sqrt(σ²_nc + ε) over each sample's and channel's H·W positions; x (N, C, H, W)
     with H·W > 1, eps > 0."""
-    check_tensor(x, "x", shape="(N, C, H, W)", ndim=4, finite=False)
+    _checks.tensor(x, "x", shape="(N, C, H, W)", ndim=4, finite=False)
     if x.shape[-2] * x.shape[-1] < 2:
         raise ValueError(f"x must have more than one position per channel to normalise over, got {tuple(x.shape)}")
     check_number(eps, "eps", minimum=0.0, strict_minimum=True)
@@ -224,7 +224,7 @@ def translate(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch
     """The SFT transform γ · IN(x) + β; x, γ, β (N, C, h, w) of one shape."""
     instance_normalize(x)   # checks x
     for name, value in (("gamma", gamma), ("beta", beta)):
-        check_tensor(value, name, shape="(N, C, h, w)", ndim=4, finite=False)
+        _checks.tensor(value, name, shape="(N, C, h, w)", ndim=4, finite=False)
         if value.shape != x.shape:
             raise ValueError(f"{name} {tuple(value.shape)} must have x's shape {tuple(x.shape)}")
     return _translate(x, gamma, beta)
@@ -242,7 +242,7 @@ def layout_ratio(target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
 def _check_layout_ratio(target: torch.Tensor, source: torch.Tensor) -> None:
     """target F(P′) and source F(P): float tensors of one shape, finite, ≥ 0 (ReLU features)."""
     for name, value in (("target", target), ("source", source)):
-        check_tensor(value, name, shape="(N, C, h, w)", value_range=(0.0, math.inf), tolerance=0.0)
+        _checks.tensor(value, name, shape="(N, C, h, w)", value_range=(0.0, math.inf), tolerance=0.0)
     if target.shape != source.shape:
         raise ValueError(f"target {tuple(target.shape)} and source {tuple(source.shape)} must have the same shape")
 
@@ -261,6 +261,9 @@ class ResidualBlock(nn.Module):
                                   nn.Conv2d(channels, channels, 3, padding=1))
 
     def forward(self, x):
+        """x (N, channels, h, w) float → same shape."""
+        channels = self.body[0].in_channels
+        _checks.tensor(x, "x", shape=f"(N, {channels}, h, w)", ndim=4, channels=channels, finite=False)
         return x + self.body(x)
 
 
@@ -331,8 +334,8 @@ def _check_sft_inputs(self, source_features, target_features) -> None:
                              f"{type(value).__name__}{'' if not isinstance(value, (list, tuple)) else f' of {len(value)}'}")
     for level, (s, t) in enumerate(zip(source_features, target_features)):
         channels = self.gamma_nets[level][0].body[0].in_channels
-        check_tensor(t, f"target_features[{level}]", shape=f"(N, {channels}, h, w)", ndim=4, channels=channels)
-        check_tensor(s, f"source_features[{level}]", shape=f"(N, {channels}, h, w)", ndim=4, channels=channels)
+        _checks.tensor(t, f"target_features[{level}]", shape=f"(N, {channels}, h, w)", ndim=4, channels=channels)
+        _checks.tensor(s, f"source_features[{level}]", shape=f"(N, {channels}, h, w)", ndim=4, channels=channels)
         if s.shape != t.shape:
             raise ValueError(f"source_features[{level}] {tuple(s.shape)} and target_features[{level}] "
                              f"{tuple(t.shape)} must have the same shape")
@@ -567,7 +570,7 @@ def warp_pair(image: torch.Tensor, labels: torch.Tensor, grid: torch.Tensor) -> 
                                                                                               *image.shape[-2:]):
         got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
         raise ValueError(f"labels must be integer ({len(image)}, {image.shape[-2]}, {image.shape[-1]}), got {got}")
-    check_tensor(grid, "grid", shape="(N or 1, H, W, 2)", ndim=4)
+    _checks.tensor(grid, "grid", shape="(N or 1, H, W, 2)", ndim=4)
     if grid.shape[-1] != 2 or grid.shape[0] not in (1, len(image)):
         raise ValueError(f"grid must be (N or 1, H, W, 2), got {tuple(grid.shape)}")
     grid = grid.expand(len(image), -1, -1, -1)
@@ -613,7 +616,7 @@ def patch_coherence_loss(target_features, source_features, sampling=PATCH_SAMPLI
     for level, ((size, count), target, source) in enumerate(zip(sampling, target_features, source_features)):
         check_positive_int(size, f"sampling[{level}] size"), check_positive_int(count, f"sampling[{level}] count")
         for name, value in ((f"target_features[{level}]", target), (f"source_features[{level}]", source)):
-            check_tensor(value, name, shape="(1, C, h, w)", ndim=4)
+            _checks.tensor(value, name, shape="(1, C, h, w)", ndim=4)
             if value.shape[0] != 1 or min(value.shape[-2:]) < size:
                 raise ValueError(f"{name} must be (1, C, h, w) with h, w ≥ the patch size {size}, got "
                                  f"{tuple(value.shape)}")
@@ -644,8 +647,8 @@ def feature_matching_loss(fake_features, real_features) -> torch.Tensor:
         raise ValueError(f"fake_features and real_features must have one map per layer, got {len(fake_features)} "
                          f"and {len(real_features)}")
     for level, (f, r) in enumerate(zip(fake_features, real_features)):
-        check_tensor(f, f"fake_features[{level}]", shape="(N, C, h, w)")
-        check_tensor(r, f"real_features[{level}]", shape="(N, C, h, w)")
+        _checks.tensor(f, f"fake_features[{level}]", shape="(N, C, h, w)")
+        _checks.tensor(r, f"real_features[{level}]", shape="(N, C, h, w)")
         if f.shape != r.shape:
             raise ValueError(f"fake_features[{level}] {tuple(f.shape)} and real_features[{level}] {tuple(r.shape)} "
                              "must have the same shape")

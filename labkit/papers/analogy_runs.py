@@ -31,7 +31,7 @@ from ..metrics import segmentation_scores
 from ..networks import count_parameters
 from .. import train
 from . import _checks
-from ..train import REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile
+from ..train import REPO_ROOT, fit, provenance, reports_dir, run_argument_parser, select_profile
 from .analogy import (CHAPTER, MODEL_NAMES, MODEL_SPECS, PAPER_BETAS, PROFILES, TRAINED_MODELS, AnalogyGenerator,
                       AnalogyTrainer, augmentation_grid, component_mask, edit_layout,
                       image_analogies, one_hot, photo_layout, warp_pair)

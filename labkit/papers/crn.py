@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_int, check_number, check_pair, check_positive_int, check_probability, check_tensor
+from ..checks import check_int, check_number, check_pair, check_positive_int, check_probability
 from ..data import NUM_CLASSES
 from ..features import FeatureExtractor, VGG19Features
 from ..networks import LayerNorm2d, conv_layernorm_block, resize_layout
@@ -140,10 +140,10 @@ def _check_refinement_module(self, previous_width: int, num_classes: int, width:
 def _check_refinement_inputs(self, previous, layout, size) -> None:
     """previous (N, D_{i−1}, h′, w′) float or None; layout (N, m, H, W) float, N ≥ 1, with
     D_{i−1} + m the module's input channels; size (h, w) ≤ (H, W)."""
-    check_tensor(layout, "layout", shape="(N, m, H, W)", ndim=4, finite=False)
+    _checks.tensor(layout, "layout", shape="(N, m, H, W)", ndim=4, finite=False)
     channels = layout.shape[1]
     if previous is not None:
-        check_tensor(previous, "previous", shape="(N, D, h, w)", ndim=4, finite=False)
+        _checks.tensor(previous, "previous", shape="(N, D, h, w)", ndim=4, finite=False)
         _checks.same_batch("previous", previous, "layout", layout, spatial=False)
         channels += previous.shape[1]
     first = self.layers[0] if isinstance(self.layers, nn.Sequential) and len(self.layers) else None
@@ -290,9 +290,9 @@ def masked_layer_distance(real: torch.Tensor, fake: torch.Tensor, layout: torch.
 def _check_layer_distance(real, fake, layout) -> None:
     """real (N, D, h, w), fake (N, K, D, h, w) and layout (N, m, H, W) in [0, 1]: float, finite, N ≥ 1
     (the shapes are compared by the function itself)."""
-    check_tensor(real, "real", shape="(N, D, h, w)")
-    check_tensor(fake, "fake", shape="(N, K, D, h, w)")
-    check_tensor(layout, "layout", shape="(N, m, H, W) one-hot", value_range=(0.0, 1.0), tolerance=1e-3)
+    _checks.tensor(real, "real", shape="(N, D, h, w)")
+    _checks.tensor(fake, "fake", shape="(N, K, D, h, w)")
+    _checks.tensor(layout, "layout", shape="(N, m, H, W) one-hot", value_range=(0.0, 1.0), tolerance=1e-3)
 
 
 _masked_layer_distance = masked_layer_distance   # the loss checks its inputs once and calls this
@@ -318,7 +318,7 @@ def diversity_objective(class_losses: torch.Tensor, min_weight: float = MIN_WEIG
 
 def _check_diversity_objective(class_losses, min_weight: float = MIN_WEIGHT, mean_weight: float = MEAN_WEIGHT) -> None:
     """class_losses (N, K, m) float, finite, N, K, m ≥ 1; the weights finite numbers ≥ 0."""
-    check_tensor(class_losses, "class_losses", shape="(N, K, classes)", ndim=3)
+    _checks.tensor(class_losses, "class_losses", shape="(N, K, classes)", ndim=3)
     check_number(min_weight, "min_weight", minimum=0.0), check_number(mean_weight, "mean_weight", minimum=0.0)
 
 
@@ -400,7 +400,7 @@ class FeatureMatchingLoss(nn.Module):
 
 def _check_loss_inputs(fake, real, layout) -> None:
     images = _checks.images_batch(real, "real")
-    check_tensor(fake, "fake", shape="(N, K, 3, H, W)", ndim=5)
+    _checks.tensor(fake, "fake", shape="(N, K, 3, H, W)", ndim=5)
     if fake.shape[0] != images.shape[0] or fake.shape[2:] != images.shape[1:]:
         raise ValueError(f"fake (N, K, 3, H, W) must match real (N, 3, H, W) in N, 3, H and W; got "
                          f"{tuple(fake.shape)} and {tuple(images.shape)}")

@@ -37,7 +37,7 @@ from ..networks import count_parameters
 from ..pix2pix import Pix2Pix
 from ..synthesis import evaluate_synthesis, real_scene_scores, scene_batch, training_scenes
 from .. import train
-from ..train import (REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile)
+from ..train import (REPO_ROOT, fit, provenance, reports_dir, run_argument_parser, select_profile)
 from . import _checks
 from .crn import (CHAPTER, MODEL_NAMES, PROFILES, CascadedRefinementNetwork, CRNTrainer, FeatureMatchingLoss,
                   SingleScaleNetwork)

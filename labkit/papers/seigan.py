@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import (check_choice, check_int, check_non_negative_int, check_number, check_pair, check_positive_int,
-                      check_probability, check_seed, check_tensor)
+                      check_probability, check_seed)
 from ..data import CLASS_INDEX, StreetScenes
 from ..data.validation import check_images
 from ..pix2pix import PatchDiscriminator, UNetSkipBlock, lsgan_loss
@@ -94,7 +94,7 @@ def box_masks(boxes, size) -> torch.Tensor:
 def restrict_to_boxes(masks: torch.Tensor, boxes) -> torch.Tensor:
     """G_seg's output inside the box only: m ⊙ 1_box (the paper predicts the mask within the box);
     masks (N, 1, H, W) float, finite, with one box (N, 4) each."""
-    check_tensor(masks, "masks", shape="(N, 1, H, W)", ndim=4, channels=1)
+    _checks.tensor(masks, "masks", shape="(N, 1, H, W)", ndim=4, channels=1)
     if len(torch.as_tensor(boxes)) != len(masks):
         raise ValueError(f"{len(masks)} masks but {len(torch.as_tensor(boxes))} boxes")
     return masks * box_masks(boxes, masks.shape[-2:]).to(masks)
@@ -206,7 +206,7 @@ class ImagePool:
 
 def _check_pool_query(self, images: torch.Tensor) -> None:
     """images (N, …) a tensor with N ≥ 1, each image of the shape of those already stored."""
-    check_tensor(images, "images", shape="(N, 3, H, W)", floating=False, finite=False)
+    _checks.tensor(images, "images", shape="(N, 3, H, W)", floating=False, finite=False)
     if images.dim() < 2:
         raise ValueError(f"images must be a batch (N, …) of images, got shape {tuple(images.shape)}")
     if self.images and tuple(images.shape[1:]) != tuple(self.images[0].shape):
@@ -239,7 +239,11 @@ def object_scenes(size, count: int, split: str = "train", seed: int = 0, start: 
     scenes = StreetScenes(size=size, seed=seed, split=split, length=start + scan_limit)
     wanted = {CLASS_INDEX[c] for c in OBJECT_CLASSES}
     found = []
+    scanned = 0
     for index in range(start, start + scan_limit):
+        if len(found) + scan_limit - scanned < count:   # even if every scene left had an object
+            break
+        scanned += 1
         sample = scenes[index]
         candidates = [o for o in sample["objects"] if o["class_id"] in wanted
                       and o["box"][3] - o["box"][1] >= min_height * scenes.size[0]]
@@ -253,11 +257,8 @@ def object_scenes(size, count: int, split: str = "train", seed: int = 0, start: 
                       "object_id": chosen["id"]})
         if len(found) == count:
             return found
-        left = start + scan_limit - 1 - index
-        if len(found) + left < count:   # even if every scene left had an object, count is out of reach
-            break
-    raise ValueError(f"count {count} cannot be met: {len(found)} of the {index - start + 1} {split} scenes scanned "
-                     f"at {tuple(scenes.size)} have a clear object, and only {start + scan_limit - 1 - index} of "
+    raise ValueError(f"count {count} cannot be met: {len(found)} of the {scanned} {split} scenes scanned "
+                     f"at {tuple(scenes.size)} have a clear object, and only {scan_limit - scanned} of "
                      f"scan_limit {scan_limit} are left; ask for fewer or raise scan_limit")
 
 
@@ -348,7 +349,7 @@ def _check_enhancer_inputs(self, composites: torch.Tensor, noise: torch.Tensor |
     """composites (N, 3, H, W) in [0, 1], N ≥ 1; noise None or (N, 1, H, W) float, finite."""
     _checks.images_batch(composites, "composites")
     if noise is not None:
-        check_tensor(noise, "noise", shape="(N, 1, H, W)", ndim=4, channels=1)
+        _checks.tensor(noise, "noise", shape="(N, 1, H, W)", ndim=4, channels=1)
         if noise.shape[0] != composites.shape[0] or noise.shape[-2:] != composites.shape[-2:]:
             raise ValueError(f"noise must be ({composites.shape[0]}, 1, {composites.shape[-2]}, "
                              f"{composites.shape[-1]}) for these composites, got {tuple(noise.shape)}")
@@ -398,7 +399,7 @@ class ImageDiscriminator(nn.Module):
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) → (N, C, C): G = F Fᵀ / (C·H·W); features float, non-empty."""
-    check_tensor(features, "features", shape="(N, C, H, W)", ndim=4, finite=False)
+    _checks.tensor(features, "features", shape="(N, C, H, W)", ndim=4, finite=False)
     n, c, h, w = features.shape
     flat = features.reshape(n, c, h * w)
     return flat @ flat.transpose(1, 2) / (c * h * w)
@@ -522,6 +523,13 @@ class SeiganTrainer(nn.Module):
                           for kind, pool in self.pools.items()}}
 
     def set_extra_state(self, state: dict) -> None:
+        """Restore what :meth:`get_extra_state` saved (``load_state_dict`` calls this)."""
+        if not isinstance(state, dict) or not {"noise", "pools"} <= set(state) or not isinstance(state["pools"], dict) \
+                or not set(state["pools"]) <= set(self.pools):
+            from ..checkpoints import CheckpointError
+
+            raise CheckpointError("the SEIGAN trainer's extra state must be a dict with 'noise' and 'pools' (one per "
+                                  f"kind of fake, {sorted(self.pools)}), as get_extra_state writes it")
         self.noise.set_state(state["noise"])
         for kind, saved in state["pools"].items():
             self.pools[kind].generator.set_state(saved["generator"])

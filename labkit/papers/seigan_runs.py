@@ -35,12 +35,12 @@ import torch.nn.functional as F
 
 from .. import train
 from ..checkpoints import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
-from ..checks import check_device, check_int, check_number, check_path, check_positive_int, check_seed, check_tensor
+from ..checks import check_device, check_int, check_path, check_positive_int, check_seed
 from ..claims import check_claims, verdict
 from ..data import CLASS_NAMES
 from ..features import load_feature_extractor
 from ..metrics import fcn_score, frechet_distance_from_embeddings, judge_embeddings
-from ..train import REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile
+from ..train import REPO_ROOT, fit, provenance, reports_dir, run_argument_parser, select_profile
 from . import _checks
 from .seigan import (CHAPTER, CYCLEGAN_BETAS, LOSS_WEIGHTS, MODEL_NAMES, MODEL_SPECS, PROFILES, TRAINED_MODELS,
                      SeiganTrainer, Segmenter, box_masks, composite)
@@ -249,8 +249,8 @@ def train_supervised_segmenter(data: dict, settings: dict, device, run_dir: Path
 def mask_iou(predicted: torch.Tensor, true: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """(N,) IoU of (predicted > threshold) with the true binary masks, both (N, 1, H, W), N ≥ 1;
     threshold in [0, 1]."""
-    check_tensor(predicted, "predicted", shape="(N, 1, H, W)", ndim=4, channels=1)
-    check_tensor(true, "true", shape="(N, 1, H, W)", ndim=4, channels=1, floating=False)
+    _checks.tensor(predicted, "predicted", shape="(N, 1, H, W)", ndim=4, channels=1)
+    _checks.tensor(true, "true", shape="(N, 1, H, W)", ndim=4, channels=1, floating=False)
     if predicted.shape != true.shape:
         raise ValueError(f"predicted {tuple(predicted.shape)} and true {tuple(true.shape)} masks must have the same shape")
     from ..checks import check_probability

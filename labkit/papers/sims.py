@@ -42,7 +42,7 @@ from torch import nn
 
 from ..checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from ..checks import (check_choice, check_device, check_int, check_non_negative_int, check_number, check_pair, check_path,
-                      check_positive_int, check_probability, check_seed, check_tensor)
+                      check_positive_int, check_probability, check_seed)
 from ..data import INSTANCE_CLASSES, NUM_CLASSES, StreetScenes, check_label_map, check_size
 from ..networks import check_layout_input, conv_layernorm_block, one_hot_layout
 from . import _checks
@@ -246,7 +246,7 @@ def grid_descriptors(label: np.ndarray, components: np.ndarray, count: int, grid
         box[max(0, r0 - dr):r1 + dr, max(0, c0 - dc):c1 + dc] = True
         ring = box & ~masks[k]
         context[k][ring] = cell_label[ring]
-    return masks.reshape(count, -1), context.reshape(count, -1)
+    return masks.reshape(count, gh * gw), context.reshape(count, gh * gw)   # (0, gh·gw) for no components
 
 
 def lab_statistics(image: torch.Tensor, mask: torch.Tensor, lab: torch.Tensor | None = None) -> torch.Tensor:
@@ -255,14 +255,14 @@ def lab_statistics(image: torch.Tensor, mask: torch.Tensor, lab: torch.Tensor | 
     ``lab``: the image already in Lab, to convert a scene once for all its segments. The mask
     must select at least one pixel."""
     _checks.images_batch(image, "image", ndim=(3,))
-    check_tensor(mask, "mask", shape="(H, W) bool", ndim=2, floating=False)
+    _checks.tensor(mask, "mask", shape="(H, W) bool", ndim=2, floating=False)
     if mask.dtype != torch.bool or mask.shape != image.shape[-2:]:
         raise ValueError(f"mask must be a bool (H, W) map the image's size {tuple(image.shape[-2:])}, got "
                          f"{mask.dtype} {tuple(mask.shape)}")
     if not bool(mask.any()):
         raise ValueError("mask must select at least one pixel (the statistics of no pixels are undefined)")
     if lab is not None:
-        check_tensor(lab, "lab", shape="(3, H, W)", ndim=3, channels=None)
+        _checks.tensor(lab, "lab", shape="(3, H, W)", ndim=3, channels=None)
         if lab.shape != image.shape:
             raise ValueError(f"lab must be the image in Lab, of its shape {tuple(image.shape)}, got {tuple(lab.shape)}")
     return _lab_statistics(image, mask, lab)
@@ -644,7 +644,7 @@ IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
     """(N, 2, H, W): the normalised x and y of every pixel, in [−1, 1], for x (N, C, H, W). θ is in
     image coordinates, and a pooled encoder cannot tell where a segment is without them."""
-    check_tensor(x, "x", shape="(N, C, H, W)", ndim=4, finite=False)
+    _checks.tensor(x, "x", shape="(N, C, H, W)", ndim=4, finite=False)
     n, _, height, width = x.shape
     ys = torch.linspace(-1, 1, height, device=x.device, dtype=x.dtype)
     xs = torch.linspace(-1, 1, width, device=x.device, dtype=x.dtype)
@@ -656,7 +656,7 @@ def crop_frames(masks: torch.Tensor, margin: float = 0.25) -> tuple[torch.Tensor
     """The square-ish region around the union of each sample's masks (N, k, H, W),
     grown by ``margin`` per side, as (scale (N, 2), centre (N, 2)) in normalised
     coordinates: a crop point u ∈ [−1, 1]² lies at p = scale ⊙ u + centre. masks in [0, 1]; margin ≥ 0."""
-    check_tensor(masks, "masks", shape="(N, k, H, W)", ndim=4, value_range=(0.0, 1.0), tolerance=0.0)
+    _checks.tensor(masks, "masks", shape="(N, k, H, W)", ndim=4, value_range=(0.0, 1.0), tolerance=0.0)
     check_number(margin, "margin", minimum=0.0)
     return _crop_frames(masks, margin)
 
@@ -739,7 +739,7 @@ class SegmentTransformer(nn.Module):
         """Resample (pixels · mask, mask) through θ (N, 2, 3) finite: pixels (N, 3, H, W), mask (N, 1, H, W)."""
         _checks.images_batch(pixels, "pixels")
         _checks.masks(mask, "mask", like=pixels)
-        check_tensor(theta, "theta", shape="(N, 2, 3)", ndim=3)
+        _checks.tensor(theta, "theta", shape="(N, 2, 3)", ndim=3)
         if theta.shape != (len(mask), 2, 3):
             raise ValueError(f"theta must be ({len(mask)}, 2, 3), one affine map per mask, got {tuple(theta.shape)}")
         return SegmentTransformer._warp(pixels, mask, theta)
@@ -783,7 +783,7 @@ def transformation_loss(warped_pixels, warped_mask, photo, target_mask) -> tuple
     """
     for name, value, channels in (("warped_pixels", warped_pixels, 3), ("warped_mask", warped_mask, 1),
                                   ("photo", photo, 3), ("target_mask", target_mask, 1)):
-        check_tensor(value, name, shape=f"(N, {channels}, H, W)", ndim=4, channels=channels)
+        _checks.tensor(value, name, shape=f"(N, {channels}, H, W)", ndim=4, channels=channels)
         _checks.same_batch(name, value, "target_mask", target_mask) if name != "target_mask" else None
     if min(target_mask.shape[-2:]) < max(MASK_LOSS_SCALES):
         raise ValueError(f"target_mask H and W must be at least {max(MASK_LOSS_SCALES)} (the coarsest mask "
@@ -809,7 +809,7 @@ def random_affine(masks: torch.Tensor, rng: np.random.Generator, scale: float = 
     """A random affine map θ (N, 2, 3) per mask (N, 1, H, W), about the mask's centre:
     scale in 1 ± ``scale``, rotation in ±``rotation_degrees``, and a shift of up to
     ``shift`` × the mask's box size in each direction. ``rng``: a NumPy Generator; the ranges ≥ 0."""
-    check_tensor(masks, "masks", shape="(N, 1, H, W)", ndim=4, channels=1, finite=False)
+    _checks.tensor(masks, "masks", shape="(N, 1, H, W)", ndim=4, channels=1, finite=False)
     _checks.instance(rng, "rng", np.random.Generator, "a numpy.random.Generator")
     for name, value in (("scale", scale), ("rotation_degrees", rotation_degrees), ("shift", shift)):
         check_number(value, name, minimum=0.0)
@@ -838,7 +838,7 @@ def random_affine(masks: torch.Tensor, rng: np.random.Generator, scale: float = 
 
 def cut_side(mask: torch.Tensor, rng: np.random.Generator, most: float = 0.3) -> torch.Tensor:
     """Cut up to ``most`` (in [0, 1]) of a mask's box off one random side: (N, 1, H, W) → same."""
-    check_tensor(mask, "mask", shape="(N, 1, H, W)", ndim=4, channels=1, finite=False)
+    _checks.tensor(mask, "mask", shape="(N, 1, H, W)", ndim=4, channels=1, finite=False)
     _checks.instance(rng, "rng", np.random.Generator, "a numpy.random.Generator")
     check_probability(most, "most")
     out = mask.clone()
@@ -880,7 +880,7 @@ def misaligned_batch(memory: SegmentMemory, step: int, batch_size: int, seed: in
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """IoU of binary masks (N, …) → (N,); a and b of one shape, N ≥ 1."""
     for name, value in (("a", a), ("b", b)):
-        check_tensor(value, name, shape="(N, …)", floating=False, finite=False)
+        _checks.tensor(value, name, shape="(N, …)", floating=False, finite=False)
         if value.dim() < 2:
             raise ValueError(f"{name} must be masks (N, …) with at least 2 dimensions, got {tuple(value.shape)}")
     if a.shape != b.shape:
@@ -1081,7 +1081,7 @@ def _check_synthesis_inputs(self, layout, canvas, mask) -> None:
     (N, 1, H, W) in [0, 1], finite, N ≥ 1 and the same N."""
     _checks.layout(layout, self.num_classes, self.size)
     _checks.images_batch(canvas, "canvas")
-    check_tensor(mask, "mask", shape="(N, 1, H, W)", ndim=4, value_range=(0.0, 1.0), tolerance=0.0)
+    _checks.tensor(mask, "mask", shape="(N, 1, H, W)", ndim=4, value_range=(0.0, 1.0), tolerance=0.0)
     for name, value in (("canvas", canvas), ("mask", mask)):
         _checks.same_batch(name, value, "layout", layout, spatial=False)
 
@@ -1123,11 +1123,11 @@ def reinhard_transfer_lab(lab: torch.Tensor, source_stats: torch.Tensor, target_
     lab (3, n) values; stats (6,) as :func:`lab_statistics`. The result has the
     target's mean and standard deviation exactly (σ_src = 0 is treated as 1).
     """
-    check_tensor(lab, "lab", shape="(3, n)", ndim=2, channels=None)
+    _checks.tensor(lab, "lab", shape="(3, n)", ndim=2, channels=None)
     if lab.shape[0] != 3:
         raise ValueError(f"lab must be (3, n) Lab values, got {tuple(lab.shape)}")
     for name, stats in (("source_stats", source_stats), ("target_stats", target_stats)):
-        check_tensor(stats, name, shape="(6,)", ndim=1)
+        _checks.tensor(stats, name, shape="(6,)", ndim=1)
         if stats.shape != (6,):
             raise ValueError(f"{name} must be (6,): μ_L, μ_a, μ_b, σ_L, σ_a, σ_b, got {tuple(stats.shape)}")
     mean_s, std_s = source_stats[:3, None], source_stats[3:, None].clamp(min=1e-6)
@@ -1144,7 +1144,7 @@ def colour_transfer(image: torch.Tensor, mask: torch.Tensor, target_stats: torch
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != image.shape[-2:]:
         got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise ValueError(f"mask must be a bool (H, W) map of the image's size {tuple(image.shape[-2:])}, got {got}")
-    check_tensor(target_stats, "target_stats", shape="(6,)", ndim=1)
+    _checks.tensor(target_stats, "target_stats", shape="(6,)", ndim=1)
     if target_stats.shape != (6,):
         raise ValueError(f"target_stats must be (6,): μ_L, μ_a, μ_b, σ_L, σ_a, σ_b, got {tuple(target_stats.shape)}")
     return _colour_transfer(image, mask, target_stats)

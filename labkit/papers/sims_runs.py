@@ -43,7 +43,7 @@ from ..data import NUM_CLASSES, check_label_map, render_batch
 from ..features import load_feature_extractor
 from ..networks import count_parameters
 from ..synthesis import evaluate_synthesis, real_scene_scores, training_scenes
-from ..train import (REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile,
+from ..train import (REPO_ROOT, fit, provenance, reports_dir, run_argument_parser, select_profile,
                      setup)
 from . import _checks
 from .crn import FeatureMatchingLoss

@@ -47,8 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_int, check_number, check_pair, check_positive_int, check_probability, check_tensor
-from ..data import check_images
+from ..checks import check_int, check_number, check_pair, check_positive_int, check_probability
 from ..features import FeatureExtractor
 from . import _checks
 
@@ -210,7 +209,7 @@ def crop_known(images: torch.Tensor, placement: str) -> torch.Tensor:
 
 def pad_known(known: torch.Tensor, placement: str) -> torch.Tensor:
     """Zero-pad the known region (N, C, h, w), N ≥ 1, into the output frame (N, C, r1·h, r2·w)."""
-    check_tensor(known, "known", shape="(N, C, h, w)", ndim=4, floating=False, finite=False)
+    _checks.tensor(known, "known", shape="(N, C, h, w)", ndim=4, floating=False, finite=False)
     r1, r2 = expansion_factors(placement)
     size = (known.shape[-2] * r1, known.shape[-1] * r2)
     top, left, known_h, known_w = known_box(size, placement)
@@ -238,7 +237,7 @@ def subpixel_expand(features: torch.Tensor, r1: int, r2: int) -> torch.Tensor:
 
 def _check_subpixel(features: torch.Tensor, r1: int, r2: int) -> None:
     """features (N, C·r1·r2, h, w); r1 and r2 positive integers."""
-    check_tensor(features, "features", shape="(N, C·r1·r2, h, w)", ndim=4, floating=False, finite=False)
+    _checks.tensor(features, "features", shape="(N, C·r1·r2, h, w)", ndim=4, floating=False, finite=False)
     check_positive_int(r1, "r1"), check_positive_int(r2, "r2")
 
 
@@ -282,7 +281,7 @@ class FeatureExpansionNetwork(nn.Module):
 
     def forward(self, image):
         """image (N, in_channels, h, w), N ≥ 1, h and w multiples of 4 → (N, width, h, w)."""
-        check_tensor(image, "image", shape=f"(N, {self.layers[0][0].in_channels}, h, w)", ndim=4,
+        _checks.tensor(image, "image", shape=f"(N, {self.layers[0][0].in_channels}, h, w)", ndim=4,
                      channels=self.layers[0][0].in_channels, finite=False)
         _multiple_of_4(image, "image")
         return self.layers(image)
@@ -317,7 +316,7 @@ class FeatureExpansion(nn.Module):
     def forward(self, features, r1: int, r2: int):
         """features (N, width, h, w) → (N, width, r1·h, r2·w); r1·r2 = ratio_product."""
         width = self.bias.shape[0] if self.kind == "deconv" else self.conv.in_channels
-        check_tensor(features, "features", shape=f"(N, {width}, h, w)", ndim=4, channels=width, finite=False)
+        _checks.tensor(features, "features", shape=f"(N, {width}, h, w)", ndim=4, channels=width, finite=False)
         check_positive_int(r1, "r1"), check_positive_int(r2, "r2")
         if r1 * r2 != self.ratio_product:
             raise ValueError(f"expansion ratio r1·r2 = {r1 * r2}, but this module was built for {self.ratio_product}")
@@ -361,7 +360,7 @@ def context_normalization(features: torch.Tensor, mask: torch.Tensor, blend: flo
 def _check_context_normalization(features: torch.Tensor, mask: torch.Tensor, blend: float = CONTEXT_BLEND,
                                  eps: float = 1e-5) -> None:
     """features (N, C, h, w) float, finite, N ≥ 1; mask (N, 1, H, W) in [0, 1]; blend ρ in [0, 1]; eps > 0."""
-    check_tensor(features, "features", shape="(N, C, h, w)", ndim=4)
+    _checks.tensor(features, "features", shape="(N, C, h, w)", ndim=4)
     _checks.masks(mask, "mask")
     _checks.same_batch("mask", mask, "features", features, spatial=False)
     check_number(blend, "blend ρ", minimum=0.0, maximum=1.0)
@@ -433,9 +432,9 @@ class ContextPredictionNetwork(nn.Module):
 
     def _check_inputs(self, features, padded, mask) -> None:
         channels = self.encoder[0][0].in_channels - 4
-        check_tensor(features, "features", shape=f"(N, {channels}, H, W)", ndim=4, channels=channels,
+        _checks.tensor(features, "features", shape=f"(N, {channels}, H, W)", ndim=4, channels=channels,
                      non_empty=False)
-        check_tensor(padded, "padded", shape="(N, 3, H, W)", ndim=4, channels=3, value_range=(-1.0, 1.0))
+        _checks.tensor(padded, "padded", shape="(N, 3, H, W)", ndim=4, channels=3, value_range=(-1.0, 1.0))
         _checks.masks(mask, "mask", like=padded)
         _checks.same_batch("features", features, "padded", padded)
         _multiple_of_4(padded, "padded")
@@ -649,12 +648,12 @@ def reconstruction_loss(predicted, target, mask, weights) -> tuple[torch.Tensor,
 def _check_reconstruction(predicted, target, mask, weights) -> None:
     """predicted and target (N, 3, H, W) of one shape, mask and weights (N, 1, H, W), all finite, N ≥ 1;
     mask in [0, 1], weights ≥ 0."""
-    check_tensor(predicted, "predicted", shape="(N, 3, H, W)", ndim=4, channels=3)
-    check_tensor(target, "target", shape="(N, 3, H, W)", ndim=4, channels=3)
+    _checks.tensor(predicted, "predicted", shape="(N, 3, H, W)", ndim=4, channels=3)
+    _checks.tensor(target, "target", shape="(N, 3, H, W)", ndim=4, channels=3)
     if predicted.shape != target.shape:
         raise ValueError(f"predicted {tuple(predicted.shape)} and target {tuple(target.shape)} must have the same shape")
     _checks.masks(mask, "mask", like=target)
-    check_tensor(weights, "weights", shape="(N, 1, H, W)", ndim=4, channels=1, value_range=(0.0, math.inf),
+    _checks.tensor(weights, "weights", shape="(N, 1, H, W)", ndim=4, channels=1, value_range=(0.0, math.inf),
                  tolerance=0.0)
     if weights.shape != mask.shape:
         raise ValueError(f"weights {tuple(weights.shape)} must have the mask's shape {tuple(mask.shape)}")
@@ -704,8 +703,8 @@ def _check_id_mrf(generated: torch.Tensor, target: torch.Tensor, bandwidth: floa
                   max_positions: int = MRF_MAX_POSITIONS, generator: torch.Generator | None = None) -> None:
     """generated and target (N, C, h, w) feature maps of one shape, float, finite, non-empty; bandwidth > 0;
     max_positions ≥ 1; generator a torch.Generator or None."""
-    check_tensor(generated, "generated", shape="(N, C, h, w)", ndim=4)
-    check_tensor(target, "target", shape="(N, C, h, w)", ndim=4)
+    _checks.tensor(generated, "generated", shape="(N, C, h, w)", ndim=4)
+    _checks.tensor(target, "target", shape="(N, C, h, w)", ndim=4)
     if generated.shape != target.shape:
         raise ValueError(f"generated {tuple(generated.shape)} and target {tuple(target.shape)} must have the same shape")
     check_number(bandwidth, "bandwidth", minimum=0.0, strict_minimum=True)
@@ -770,7 +769,7 @@ class GlobalCritic(nn.Module):
 
     def forward(self, images):
         """images (N, 3, H, W) at the critic's size, finite, N ≥ 1 → (N,) scores."""
-        check_tensor(images, "images", shape=f"(N, 3, {self.size[0]}, {self.size[1]})", ndim=4, channels=3)
+        _checks.tensor(images, "images", shape=f"(N, 3, {self.size[0]}, {self.size[1]})", ndim=4, channels=3)
         if tuple(images.shape[-2:]) != self.size:
             raise ValueError(f"images must be (N, 3, {self.size[0]}, {self.size[1]}) for this critic, got "
                              f"{tuple(images.shape)}")
@@ -791,7 +790,7 @@ class ContextualCritic(nn.Module):
 
     def forward(self, images, mask):
         """images (N, 3, H, W), mask (N, 1, H, W) in [0, 1] (1 = unknown), H and W multiples of 8 → (N,)."""
-        check_tensor(images, "images", shape="(N, 3, H, W)", ndim=4, channels=3)
+        _checks.tensor(images, "images", shape="(N, 3, H, W)", ndim=4, channels=3)
         _checks.masks(mask, "mask", like=images)
         if images.shape[-2] % 8 or images.shape[-1] % 8:
             raise ValueError(f"images H and W must be multiples of 8, got {tuple(images.shape[-2:])}")
@@ -812,14 +811,14 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, mask: torch
     finite, N ≥ 1; ``mix`` (N,) in [0, 1] or None.
     """
     _checks.function(critic, "critic", "images (N, 3, H, W) → scores (N,)")
-    check_tensor(real, "real", shape="(N, 3, H, W)", ndim=4)
-    check_tensor(fake, "fake", shape="(N, 3, H, W)", ndim=4)
+    _checks.tensor(real, "real", shape="(N, 3, H, W)", ndim=4)
+    _checks.tensor(fake, "fake", shape="(N, 3, H, W)", ndim=4)
     if real.shape != fake.shape:
         raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} must have the same shape")
     if mask is not None:
-        check_tensor(mask, "mask", shape="(N or 1, 1 or 3, H, W)", ndim=4, value_range=(0.0, 1.0), tolerance=0.0)
+        _checks.tensor(mask, "mask", shape="(N or 1, 1 or 3, H, W)", ndim=4, value_range=(0.0, 1.0), tolerance=0.0)
     if mix is not None:
-        check_tensor(mix, "mix", shape="(N,)", value_range=(0.0, 1.0), tolerance=0.0)
+        _checks.tensor(mix, "mix", shape="(N,)", value_range=(0.0, 1.0), tolerance=0.0)
         if mix.numel() != len(real):
             raise ValueError(f"mix must hold one α per sample, {len(real)}, got {tuple(mix.shape)}")
     alpha = torch.rand(len(real), 1, 1, 1, device=real.device) if mix is None else mix.view(-1, 1, 1, 1)

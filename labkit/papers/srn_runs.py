@@ -31,7 +31,7 @@ from ..metrics import confusion_matrix, frechet_distance, scores_from_confusion
 from ..networks import count_parameters
 from ..synthesis import training_scenes
 from .. import train
-from ..train import (REPO_ROOT, choose_device, fit, provenance, reports_dir, run_argument_parser, select_profile)
+from ..train import (REPO_ROOT, fit, provenance, reports_dir, run_argument_parser, select_profile)
 from . import _checks
 from .srn import (CHAPTER, MODEL_NAMES, MODEL_SPECS, MRF_LAYERS, PAPER_BETAS, PLACEMENTS, PROFILES,
                   ExtrapolationNetwork, IDMRFLoss, SRNTrainer, check_placement, crop_known, known_box,
@@ -225,9 +225,7 @@ def forward_class_changes(labels: torch.Tensor) -> torch.Tensor:
 
 def gradient_magnitude(images: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) → (N, H, W): |∇| of the grey image by forward differences (0 on the last row/column)."""
-    from ..checks import check_tensor
-
-    check_tensor(images, "images", shape="(N, 3, H, W)", ndim=4, channels=3)
+    _checks.tensor(images, "images", shape="(N, 3, H, W)", ndim=4, channels=3)
     grey = images.mean(dim=1)
     dx = torch.zeros_like(grey)
     dy = torch.zeros_like(grey)
