@@ -37,6 +37,14 @@ def _describe(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def reads_values() -> bool:
+    """Whether the checks may read a tensor's values (NaN, range, ids). Not while
+    ``torch.compile`` traces a model: a data-dependent branch would break its graph,
+    and the same call is checked when it runs eagerly."""
+    compiler = getattr(torch, "compiler", None)
+    return not (compiler is not None and compiler.is_compiling())
+
+
 def check_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """An integer (not a bool, not a float) in [minimum, maximum]; returns it as ``int``."""
     if minimum is not None and maximum is not None:
@@ -141,14 +149,13 @@ def check_tensor(value, name: str, *, shape: str, ndim: int | Sequence[int] | No
     if non_empty and value.numel() == 0:
         raise ValueError(f"{name} must not be empty: expected shape {shape} with every size ≥ 1, "
                          f"got {tuple(value.shape)}")
-    if value.numel() and (finite or value_range is not None) and value.is_floating_point():
-        data = value.detach()
-        if finite and not bool(torch.isfinite(data).all()):
+    if value.numel() and (finite or value_range is not None) and value.is_floating_point() and reads_values():
+        # one pass: aminmax propagates NaN, and ±inf shows up as an infinite extreme
+        low, high = (float(v) for v in torch.aminmax(value.detach()))
+        if finite and not (math.isfinite(low) and math.isfinite(high)):
             raise ValueError(f"{name} contains NaN or infinite values")
         if value_range is not None:
-            low, high = torch.aminmax(data.float())
-            low, high = float(low), float(high)
-            if low < value_range[0] - tolerance or high > value_range[1] + tolerance:
+            if low != low or high != high or low < value_range[0] - tolerance or high > value_range[1] + tolerance:
                 raise ValueError(f"{name} must have values in [{value_range[0]:g}, {value_range[1]:g}], "
                                  f"got range [{low:.3g}, {high:.3g}]")
     return value
