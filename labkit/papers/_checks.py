@@ -133,14 +133,18 @@ def same_batch(name: str, value: torch.Tensor, other_name: str, other: torch.Ten
                          f"same {what}")
 
 
-def batch(value, keys, name: str = "batch") -> dict:
-    """A training batch: a dict with ``keys``."""
+def _dict_with_keys(value, keys, name: str, expected: str) -> dict:
     if not isinstance(value, dict):
-        raise ValueError(f"{name} must be a dict with keys {list(keys)}, got {_describe(value)}")
+        raise ValueError(f"{name} must be {expected}, got {_describe(value)}")
     missing = [key for key in keys if key not in value]
     if missing:
-        raise ValueError(f"{name} lacks {missing}; expected a dict with keys {list(keys)}")
+        raise ValueError(f"{name} lacks {missing}; expected {expected}")
     return value
+
+
+def batch(value, keys, name: str = "batch") -> dict:
+    """A training batch: a dict with ``keys``."""
+    return _dict_with_keys(value, keys, name, f"a dict with keys {list(keys)}")
 
 
 def settings(value, keys, name: str = "settings") -> dict:
@@ -253,9 +257,5 @@ def run_folder(value, name: str = "run_dir"):
 
 def record(value, keys=("metrics",), name: str = "record") -> dict:
     """A run record (a chapter's ``metrics.json`` as read by ``read_record``) with ``keys``."""
-    if not isinstance(value, dict):
-        raise ValueError(f"{name} must be a run record dict (see read_record), got {_describe(value)}")
-    missing = [key for key in keys if key not in value]
-    if missing:
-        raise ValueError(f"{name} lacks {missing}; expected a chapter's metrics.json as read_record returns it")
-    return value
+    return _dict_with_keys(value, keys, name, f"a chapter's metrics.json as read_record returns it, with keys "
+                                              f"{list(keys)}")
