@@ -86,7 +86,7 @@ def test_sliced_poll_keeps_the_overall_timeout():
         return waited, fetched, message
 
     waited, fetched, message = asyncio.run(scenario())
-    assert 2.4 <= waited < 4.0
+    assert 2.4 <= waited < 6.0   # the overall timeout, not a slice of it (generous for a loaded machine)
     assert fetched < 1.5 and message["msg_type"] == "kernel_info_request"
 
 
