@@ -56,7 +56,8 @@ if str(ROOT) not in sys.path:   # run as `python benchmarks/sims_retrieval.py` f
 from labkit.data import render_batch  # noqa: E402
 from labkit.papers.sims import (PROFILES, RETRIEVAL_SCORES, SegmentMemory, query_layout, retrieve,  # noqa: E402
                                 retrieve_loop)
-from labkit.train import REPO_ROOT, provenance, select_profile, setup, write_metrics  # noqa: E402
+from labkit.train import (REPO_ROOT, argparse_device, argparse_positive_int, provenance, select_profile,  # noqa: E402
+                          setup, write_metrics)
 
 DEFAULT_SIZES = (100, 300, 1_000, 3_000, 10_000)
 DEFAULT_QUERIES = 16
@@ -195,13 +196,13 @@ def table(metrics: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="book", help="settings of labkit.papers.sims.PROFILES (default book)")
-    parser.add_argument("--device", default="cpu", help="cpu (default, as the chapter), cuda or cuda:N")
+    parser.add_argument("--device", default="cpu", type=argparse_device, help="cpu (default, as the chapter), cuda or cuda:N")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="memory sizes, segments")
     parser.add_argument("--queries", type=int, default=DEFAULT_QUERIES, help="query layouts (test scenes)")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per size; the median is reported")
     parser.add_argument("--score", default="mask+context", choices=RETRIEVAL_SCORES)
     parser.add_argument("--top-k", type=int, default=None, help="default: the profile's top_k")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=argparse_positive_int, default=1,
                         help="CPU threads (torch.set_num_threads; default 1, see the module docstring)")
     parser.add_argument("--note", default=None, help="free text kept with the result (e.g. 'shared CPU')")
     parser.add_argument("--out", default=None, help="default: reports/benchmarks/sims_retrieval_<device type>.json")

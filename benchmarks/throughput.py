@@ -105,7 +105,8 @@ if str(ROOT) not in sys.path:   # run as `python benchmarks/throughput.py` from 
     sys.path.insert(0, str(ROOT))
 
 from labkit.networks import count_parameters  # noqa: E402
-from labkit.train import PROFILE_NAMES, REPO_ROOT, provenance, select_profile, setup, write_metrics  # noqa: E402
+from labkit.train import (PROFILE_NAMES, REPO_ROOT, argparse_device, argparse_positive_int, provenance,  # noqa: E402
+                          select_profile, setup, write_metrics)
 
 CHAPTERS = ("crn", "sims", "srn", "analogy", "seigan")
 MODES = {
@@ -656,12 +657,12 @@ def argument_parser(description: str | None = None) -> argparse.ArgumentParser:
         epilog="on a GPU: python benchmarks/throughput.py --chapter all --profile full --device cuda")
     parser.add_argument("--chapter", default="all", help=f"one of {list(CHAPTERS)}, or all (default)")
     parser.add_argument("--profile", default="book", help=f"one of {list(PROFILE_NAMES)} (default book)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per repeat (rounded up to whole cycles)")
+    parser.add_argument("--device", default="auto", type=argparse_device, help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--steps", type=argparse_positive_int, default=10, help="timed steps per repeat (rounded up to whole cycles)")
     parser.add_argument("--warmup", type=int, default=3,
                         help="untimed steps first (whole cycles; compiled: at least 3 and two cycles)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--threads", type=argparse_positive_int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--modes", nargs="+", default=None,
                         help=f"some of {list(MODES)}; default: all on CUDA, the first two elsewhere")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count (and MFU)")

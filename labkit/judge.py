@@ -26,7 +26,7 @@ from .checks import (check_device, check_int, check_non_empty, check_number, che
                      check_seed, check_tensor)
 from .data import NUM_CLASSES, SPLITS, check_size, render_batch
 from .data.validation import check_images, check_rng
-from .train import REPO_ROOT, fit, git_commit, setup
+from .train import REPO_ROOT, argparse_minutes, argparse_positive_int, fit, git_commit, setup
 
 JUDGE_PATH = REPO_ROOT / "checkpoints" / "judge.pt"
 JUDGE_WIDTHS = (24, 48, 96, 160)
@@ -324,8 +324,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m labkit.judge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="retrain the judge and overwrite checkpoints/judge.pt")
-    train.add_argument("--steps", type=int, default=None, help="default: 3000 (the second judge: 2000)")
-    train.add_argument("--max-minutes", type=float, default=None)
+    train.add_argument("--steps", type=argparse_positive_int, default=None,
+                       help="default: 3000 (the second judge: 2000)")
+    train.add_argument("--max-minutes", type=argparse_minutes, default=None)
     train.add_argument("--second", action="store_true",
                        help="train the report's second judge (SECOND_JUDGE) into checkpoints/judge_b.pt")
     score = sub.add_parser("evaluate", help="score the committed judge on held-out scenes")

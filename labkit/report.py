@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 from .checkpoints import read_json
-from .train import PROFILE_NAMES, REPO_ROOT, provenance, select_profile, write_metrics
+from .train import (PROFILE_NAMES, REPO_ROOT, argparse_device, argparse_positive_int, argparse_seed, provenance,
+                    select_profile, write_metrics)
 
 REPORT = "report"   # reports/<profile>/report/
 
@@ -808,9 +809,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labkit.report", description=compare_layout_to_image.__doc__
                                      .splitlines()[0])
     parser.add_argument("--profile", default="book", choices=sorted(COMPARISON_PROFILES))
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", type=argparse_device)
+    parser.add_argument("--threads", type=argparse_positive_int, default=2)
+    parser.add_argument("--seed", type=argparse_seed, default=0)
     parser.add_argument("--out-dir", default=None, help="default: reports/<profile>/report/")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--timing-only", action="store_true",

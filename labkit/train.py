@@ -218,16 +218,17 @@ def _parse_int(text: str, name: str) -> int:
         raise ValueError(f"{name} must be an integer, got {text!r}") from None
 
 
+# argparse prefixes "argument --option:" to these messages, so they say "value", not an option's name
 def _positive_int(text: str) -> int:
     from .checks import check_positive_int
 
-    return check_positive_int(_parse_int(text, "--threads"), "--threads")
+    return check_positive_int(_parse_int(text, "value"), "value")
 
 
 def _seed(text: str) -> int:
     from .checks import check_seed
 
-    return check_seed(_parse_int(text, "--seed"), "--seed")
+    return check_seed(_parse_int(text, "value"), "value")
 
 
 def _minutes(text: str) -> float:
@@ -236,8 +237,8 @@ def _minutes(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"--max-minutes must be a number of minutes ≥ 0, got {text!r}") from None
-    return check_number(value, "--max-minutes", minimum=0.0)
+        raise ValueError(f"value must be a number of minutes ≥ 0, got {text!r}") from None
+    return check_number(value, "value", minimum=0.0)
 
 
 def _device(text: str) -> str:
