@@ -7,6 +7,7 @@ the new one, never half of one. Checkpoints are read with
 """
 from __future__ import annotations
 
+import collections
 import glob
 import io
 import json
@@ -92,7 +93,7 @@ def check_checkpoint_state(state, name: str = "state") -> dict:
     stack = [(name, state)]
     while stack:
         where, value = stack.pop()
-        if type(value) is dict or type(value).__name__ == "OrderedDict" and isinstance(value, dict):
+        if type(value) in (dict, collections.OrderedDict):
             for key, item in value.items():
                 if type(key) not in (str, int):
                     raise ValueError(f"{where} has a key of type {type(key).__name__} ({key!r}); "

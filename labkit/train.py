@@ -9,6 +9,7 @@ uninterrupted run would have seen.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import platform
@@ -52,6 +53,7 @@ def choose_device(name: str = "auto") -> torch.device:
 
 
 THREADS_ENV = "LABKIT_THREADS"
+RESTART_ENV = "LABKIT_RESTART"
 
 
 def setup(seed: int = 0, threads: int | None = 2, device: str = "auto", deterministic: bool = True) -> torch.device:
@@ -69,24 +71,23 @@ def setup(seed: int = 0, threads: int | None = 2, device: str = "auto", determin
     use them without editing a notebook.
     """
     global _SETUP_AT, _SETUP_COMMIT
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
-        raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {seed!r}")
+    from .checks import check_positive_int, check_seed
+
+    seed = check_seed(seed)
     from_env = os.environ.get(THREADS_ENV, "").strip()
     if from_env:
-        if not from_env.isdigit() or int(from_env) < 1:
-            raise ValueError(f"environment variable {THREADS_ENV} must be a positive integer, got {from_env!r}")
-        threads = int(from_env)
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
-                                or int(threads) < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        threads = check_positive_int(int(from_env) if from_env.isdigit() else from_env,
+                                     f"environment variable {THREADS_ENV}")
+    elif threads is not None:
+        threads = check_positive_int(threads, "threads")
     device = choose_device(device)
     _SETUP_AT = time.monotonic()
     _SETUP_COMMIT = git_commit()   # the code this process runs, even if HEAD moves during a long run
-    random.seed(int(seed))
-    np.random.seed(int(seed))
-    torch.manual_seed(int(seed))
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     if threads is not None:
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(threads)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -163,10 +164,8 @@ def provenance(profile: str, seed: int, device, wall_time_s: float | None = None
 def run_argument_parser(module: str, description: str, profiles: dict, chapter: str, export_help: str,
                         budget_help: str = "training budget per network in this call"):
     """The command line every chapter's run module shares (``python -m <module>``):
-    --profile, --device, --max-minutes, --run-dir, --export, --threads, --seed.
+    --profile, --device, --max-minutes, --run-dir, --export, --threads, --seed, --restart.
     The module adds its own --models (and --parts) and calls :func:`setup` with them."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     parser.add_argument("--profile", default="book", choices=sorted(profiles))
     parser.add_argument("--device", default="auto", type=argparse_device,
@@ -181,33 +180,25 @@ def run_argument_parser(module: str, description: str, profiles: dict, chapter: 
     return parser
 
 
-def _restart_action():
-    import argparse
+class _RestartAction(argparse.Action):
+    """``--restart``: sets LABKIT_RESTART=1 as it is parsed, so every run module honours it."""
 
-    class RestartAction(argparse.Action):
-        """``--restart``: sets LABKIT_RESTART=1 as it is parsed, so every run module honours it."""
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
 
-        def __init__(self, option_strings, dest, **kwargs):
-            super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
-
-        def __call__(self, parser, namespace, values, option_string=None):
-            os.environ[RESTART_ENV] = "1"
-            setattr(namespace, self.dest, True)
-
-    return RestartAction
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ[RESTART_ENV] = "1"
+        setattr(namespace, self.dest, True)
 
 
-def _argparse_type(check, name: str):
+def _argparse_type(check):
     """Wrap a labkit check as an argparse ``type``: a bad value is a usage error (exit 2)."""
-    import argparse
-
     def convert(text: str):
         try:
             return check(text)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
 
-    convert.__name__ = name   # argparse names the type in its message
     return convert
 
 
@@ -246,11 +237,10 @@ def _device(text: str) -> str:
     return text
 
 
-_RestartAction = _restart_action()
-argparse_positive_int = _argparse_type(_positive_int, "positive integer")
-argparse_seed = _argparse_type(_seed, "seed")
-argparse_minutes = _argparse_type(_minutes, "minutes")
-argparse_device = _argparse_type(_device, "device")
+argparse_positive_int = _argparse_type(_positive_int)
+argparse_seed = _argparse_type(_seed)
+argparse_minutes = _argparse_type(_minutes)
+argparse_device = _argparse_type(_device)
 
 
 def write_metrics(path, metrics: dict, provenance_info: dict) -> Path:
@@ -381,7 +371,6 @@ class FitResult:
     resumed_from: int = 0
 
 
-RESTART_ENV = "LABKIT_RESTART"
 RESTART_ADVICE = ("delete or move {path} to train this model from the start, or rerun with --restart "
                   "(LABKIT_RESTART=1), which sets it aside")
 _SET_ASIDE: set[Path] = set()   # checkpoints this process already set aside (and now owns)
@@ -407,15 +396,6 @@ def _set_aside(checkpoint: Path) -> None:
     os.replace(checkpoint, target)
     _SET_ASIDE.add(checkpoint)
     print(f"[labkit] --restart: moved {checkpoint} to {target.name}; training from step 0", flush=True)
-
-
-def _load_training_checkpoint(checkpoint: Path, device) -> dict:
-    try:
-        return load_checkpoint(checkpoint, map_location=device)
-    except CheckpointError as error:
-        text = str(error)
-        raise CheckpointError(text if "--restart" in text else f"{text}; {RESTART_ADVICE.format(path=checkpoint)}") \
-            from None
 
 
 def _check_fit_arguments(model, optimizer, batch_for_step, loss_fn, steps, checkpoint, checkpoint_every,
@@ -503,7 +483,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Call
     if checkpoint is not None and checkpoint.is_file() and restart_requested() and rank == 0:
         _set_aside(checkpoint)
     if checkpoint is not None and checkpoint.is_file():
-        state = _load_training_checkpoint(checkpoint, device)
+        state = load_checkpoint(checkpoint, map_location=device)   # its errors say what to do
         missing = {"model", "optimizer", "step"} - set(state)
         if missing:
             raise CheckpointError(f"{checkpoint} is not a training checkpoint: missing {sorted(missing)}; "
