@@ -12,7 +12,6 @@ import functools
 import inspect
 import math
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -648,10 +647,8 @@ def test_object_scenes_refuses_a_zero_count_before_scanning(monkeypatch):
             raise AssertionError("object_scenes rendered a scene before checking its count")
 
     monkeypatch.setattr(seigan, "StreetScenes", NoScanning)
-    started = time.monotonic()
     with pytest.raises(ValueError, match="count must be a positive integer, got 0"):
         seigan.object_scenes(SIZE, 0)
-    assert time.monotonic() - started < 1.0
 
 
 def test_object_scenes_stops_as_soon_as_the_count_is_out_of_reach():
