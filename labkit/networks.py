@@ -1,8 +1,30 @@
-"""Network pieces shared by the chapters: layouts as network input, layer norm.
+"""Network pieces shared by the chapters: layouts as network input, layer and instance norm.
 
 Every layout-to-image model in the course takes the semantic layout as a
 one-hot tensor; :func:`one_hot_layout` is the one place that turns a label
-map into one, and checks it on the way.
+map into one, and checks it on the way. It returns a contiguous tensor: a
+one-hot permuted from (N, H, W, K) is channels_last-strided, and every layer
+after it computes in that layout.
+
+**A torch 2.13 CPU bug this course ran into.** ``F.instance_norm`` (and
+``nn.InstanceNorm2d``) returns a wrong input gradient, and wrong affine
+gradients, when the batch is 1 and the gradient arriving at its output is
+channels_last-strided (the input's own layout does not matter)::
+
+    x = torch.randn(1, 8, 6, 10, requires_grad=True)
+    g = torch.randn_like(x).contiguous(memory_format=torch.channels_last)
+    wrong, = torch.autograd.grad(F.instance_norm(x), x, g)
+    right, = torch.autograd.grad(F.instance_norm(x), x, g.contiguous())
+    F.cosine_similarity(wrong.flatten(), right.flatten(), 0)   # ≈ 0 (batch 2: 1.0)
+
+Such a gradient arrives whenever the normalised map is multiplied by a
+channels_last tensor (SFT's γ · IN(x) + β with γ from a permuted one-hot) or
+feeds channels_last convolutions (the CUDA path's ``channels_last``). Chapter 4
+trained on such gradients until it was found. :func:`instance_norm` and
+:class:`InstanceNorm2d` are the course's instance norms: they hand the
+kernel a contiguous gradient at batch 1, and
+``tests/test_gradients.py`` checks every trainable model's gradients against
+a float64 reference with an elementary-op instance norm.
 """
 from __future__ import annotations
 
@@ -27,7 +49,8 @@ def one_hot_layout(labels, num_classes: int = NUM_CLASSES, size=None) -> torch.T
     if size is not None:
         _check_layout_size(size, labels.shape[-2:])
     valid = labels != IGNORE_INDEX
-    layout = F.one_hot(labels.where(valid, 0), num_classes).permute(0, 3, 1, 2).float()
+    # contiguous: the permuted one-hot is channels_last-strided (see the module docstring)
+    layout = F.one_hot(labels.where(valid, 0), num_classes).permute(0, 3, 1, 2).float().contiguous()
     layout = layout * valid.unsqueeze(1)
     if size is not None:
         layout = resize_layout(layout, size)
@@ -51,6 +74,46 @@ def resize_layout(layout: torch.Tensor, size) -> torch.Tensor:
     if tuple(layout.shape[-2:]) == size:
         return layout
     return F.interpolate(layout, size=size, mode="area")
+
+
+GUARD_INSTANCE_NORM_GRADIENT = True
+"""Whether :func:`instance_norm` works around the batch-1 channels_last gradient bug (tests
+switch it off to show that the gradient test catches the bug)."""
+
+
+def _contiguous_gradient(gradient: torch.Tensor) -> torch.Tensor:
+    return gradient.contiguous()
+
+
+def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                  eps: float = 1e-5) -> torch.Tensor:
+    """IN(x)_nc = (x_nc − μ_nc) / sqrt(σ²_nc + ε) · weight_c + bias_c, μ and σ² over each sample's
+    and channel's H·W positions; x (N, C, H, W), weight and bias (C,) or None.
+
+    ``F.instance_norm`` with one change: at batch 1 the gradient reaching the output is made
+    contiguous before the kernel's backward sees it (torch 2.13's CPU kernel gets a
+    channels_last one wrong; see the module docstring). Checks nothing: it runs inside every
+    forward; the networks check their inputs."""
+    out = F.instance_norm(x, weight=weight, bias=bias, eps=eps)
+    if GUARD_INSTANCE_NORM_GRADIENT and out.requires_grad and x.shape[0] == 1:
+        out.register_hook(_contiguous_gradient)
+    return out
+
+
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` (no running statistics) through :func:`instance_norm`, so its
+    gradient is right at batch 1 whatever the layout. x (N, C, H, W) → the same shape.
+    The state dict is ``nn.InstanceNorm2d``'s (weight and bias when affine)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5, affine: bool = False):
+        channels = check_positive_int(channels, "channels")
+        eps = check_number(eps, "eps", minimum=0.0, strict_minimum=True)
+        super().__init__(channels, eps=eps, affine=bool(affine), track_running_stats=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.num_features:
+            raise ValueError(f"x must be (N, {self.num_features}, H, W), got {tuple(x.shape)}")
+        return instance_norm(x, self.weight, self.bias, self.eps)
 
 
 class LayerNorm2d(nn.GroupNorm):

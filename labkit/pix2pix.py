@@ -30,7 +30,7 @@ from torch import nn
 from .checks import check_choice, check_int, check_number, check_pair, check_positive_int, check_tensor
 from .data import NUM_CLASSES
 from .data.validation import check_images
-from .networks import check_layout_input
+from .networks import InstanceNorm2d, check_layout_input
 
 L1_WEIGHT = 100.0
 LEARNING_RATE = 2e-4
@@ -75,14 +75,14 @@ class UNetSkipBlock(nn.Module):
         down = [nn.LeakyReLU(0.2)] if not outermost else []
         down.append(nn.Conv2d(in_channels, inner, 4, stride=2, padding=1, bias=False))
         if not (outermost or innermost):
-            down.append(nn.InstanceNorm2d(inner, affine=True))
+            down.append(InstanceNorm2d(inner, affine=True))
         up_in = inner if innermost else 2 * inner
         up = [nn.ReLU(), nn.ConvTranspose2d(up_in, out_channels if outermost else outer, 4, stride=2, padding=1,
                                             bias=outermost)]
         if outermost:
             up.append(nn.Tanh())
         else:
-            up.append(nn.InstanceNorm2d(outer, affine=True))
+            up.append(InstanceNorm2d(outer, affine=True))
             if dropout:
                 up.append(nn.Dropout(0.5))
         self.outermost = outermost
@@ -179,7 +179,7 @@ class PatchDiscriminator(nn.Module):
             stride = 2 if i < layers else 1
             next_width = min(base_width * 2 ** i, base_width * 8)
             blocks += [nn.Conv2d(width, next_width, 4, stride=stride, padding=1, bias=False),
-                       nn.InstanceNorm2d(next_width, affine=True), nn.LeakyReLU(0.2)]
+                       InstanceNorm2d(next_width, affine=True), nn.LeakyReLU(0.2)]
             width = next_width
         blocks.append(nn.Conv2d(width, 1, 4, stride=1, padding=1))
         self.net = nn.Sequential(*blocks)

@@ -65,6 +65,7 @@ from torch.nn.utils import spectral_norm
 from ..checks import (check_int, check_non_negative_int, check_number, check_pair, check_positive_int,
                       check_probability, check_seed)
 from ..data.validation import check_images, check_label_map
+from ..networks import InstanceNorm2d, instance_norm
 from ..pix2pix import lsgan_loss
 from . import _checks
 
@@ -89,6 +90,8 @@ shift up to 0.1·s of the size, s the ramp strength in [0, 1]."""
 
 MODEL_SPECS = {
     "sft": {"conditioning": "sft", "fixed_point": True, "ramp": True, "alignment": "gradient"},
+    "sft_one_plus_gamma": {"conditioning": "sft", "gamma": "one_plus", "fixed_point": True, "ramp": True,
+                           "alignment": "gradient"},
     "no_sft": {"conditioning": "spade", "fixed_point": False, "ramp": True, "alignment": "gradient"},
     "no_fixed_point": {"conditioning": "sft", "fixed_point": False, "ramp": True, "alignment": "gradient"},
     "no_augmentation_ramp": {"conditioning": "sft", "fixed_point": True, "ramp": False, "alignment": "gradient"},
@@ -186,7 +189,9 @@ def one_hot(labels, num_classes: int) -> torch.Tensor:
     labels = check_label_map(labels, "labels", num_classes=num_classes, ndim=(2, 3))
     if labels.dim() == 2:
         labels = labels[None]
-    return F.one_hot(labels, num_classes).permute(0, 3, 1, 2).float()
+    # contiguous: the permuted one-hot is channels_last-strided, and with it every layer after it
+    # (see labkit.networks: torch 2.13's CPU instance norm gets such gradients wrong at batch 1)
+    return F.one_hot(labels, num_classes).permute(0, 3, 1, 2).float().contiguous()
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -205,7 +210,7 @@ def conv_block(in_channels: int, out_channels: int, kernel: int = 3, stride: int
     check_positive_int(kernel, "kernel"), check_positive_int(stride, "stride")
     pad = (kernel - 1) // 2 if stride == 1 else (kernel - stride) // 2
     act = nn.LeakyReLU(0.2) if activation == "lrelu" else nn.ReLU()
-    normalise = nn.InstanceNorm2d(out_channels, affine=True) if norm == "instance" else nn.BatchNorm2d(out_channels)
+    normalise = InstanceNorm2d(out_channels, affine=True) if norm == "instance" else nn.BatchNorm2d(out_channels)
     return nn.Sequential(nn.ReflectionPad2d(pad), spectral_norm(nn.Conv2d(in_channels, out_channels, kernel, stride)),
                          normalise, act)
 
@@ -217,7 +222,7 @@ def instance_normalize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     if x.shape[-2] * x.shape[-1] < 2:
         raise ValueError(f"x must have more than one position per channel to normalise over, got {tuple(x.shape)}")
     check_number(eps, "eps", minimum=0.0, strict_minimum=True)
-    return F.instance_norm(x, eps=eps)
+    return instance_norm(x, eps=eps)
 
 
 def translate(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
@@ -252,13 +257,20 @@ layout_ratio = _checks.checked(_check_layout_ratio)(layout_ratio)
 
 
 class ResidualBlock(nn.Module):
-    """x + conv3(LReLU(conv3(x))), biases on, no normalisation (the SFT module's block)."""
+    """x + conv3(LReLU(conv3(x))), biases on, no normalisation (the SFT module's block).
 
-    def __init__(self, channels: int):
+    Reflection padding, as the official code's: a spatially constant map (the fixed point's
+    ratio 1 and difference 0) stays constant through it, so γ and β are constant at P′ = P.
+    Zero padding would make a frame along the border differ from the inside."""
+
+    def __init__(self, channels: int, padding_mode: str = "reflect"):
         super().__init__()
         check_positive_int(channels, "channels")
-        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.LeakyReLU(0.2),
-                                  nn.Conv2d(channels, channels, 3, padding=1))
+        if padding_mode not in ("reflect", "zeros"):
+            raise ValueError(f"padding_mode must be 'reflect' or 'zeros', got {padding_mode!r}")
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, padding_mode=padding_mode),
+                                  nn.LeakyReLU(0.2),
+                                  nn.Conv2d(channels, channels, 3, padding=1, padding_mode=padding_mode))
 
     def forward(self, x):
         """x (N, channels, h, w) float → same shape."""
@@ -282,15 +294,20 @@ class SemanticFeatureTranslation(nn.Module):
     of the same shapes. ``conditioning="spade"`` is the baseline without SFT: γ and β
     from F^l(P′) alone, applied as (1 + γ)·IN(x) + β (returned as γ + 1, so the caller
     always computes γ·IN(x) + β).
+
+    ``gamma``: "official" (γ = f_γ(ratio), the paper's and the official code's; f_γ starts
+    near 0, so IN(x) starts almost switched off) or "one_plus" (γ = 1 + f_γ(ratio), SPADE's
+    form, which starts at the fixed point). SPADE conditioning is always "one_plus".
     """
 
-    def __init__(self, channels, conditioning: str = "sft"):
+    def __init__(self, channels, conditioning: str = "sft", gamma: str | None = None):
         super().__init__()
         if conditioning not in ("sft", "spade"):
             raise ValueError(f"conditioning must be 'sft' or 'spade', got {conditioning!r}")
+        gamma = check_gamma_form(conditioning, gamma)
         for i, c in enumerate(_checks.widths(channels, "channels")):
             check_int(c, f"channels[{i}]", minimum=2)
-        self.conditioning = conditioning
+        self.conditioning, self.gamma_form = conditioning, gamma
         self.gamma_nets = nn.ModuleList(parameter_net(c) for c in channels)
         self.beta_nets = nn.ModuleList(parameter_net(c) for c in channels)
 
@@ -306,23 +323,35 @@ class SemanticFeatureTranslation(nn.Module):
         for (to_gamma, to_beta), f_gamma, f_beta in zip(self.inputs(source_features, target_features),
                                                         self.gamma_nets, self.beta_nets):
             gamma = f_gamma(to_gamma)
-            params.append((gamma + 1 if self.conditioning == "spade" else gamma, f_beta(to_beta)))
+            params.append((gamma + 1 if self.gamma_form == "one_plus" else gamma, f_beta(to_beta)))
         return params
 
     @torch.no_grad()
     def set_fixed_point_(self) -> "SemanticFeatureTranslation":
-        """Make γ = 1 and β = 0: every f_β returns 0, and every f_γ returns 1 (0 for the SPADE-like
-        baseline, whose γ is 1 + f_γ); the last conv gets weight 0 and bias 1 or 0.
+        """Make γ = 1 and β = 0: every f_β returns 0, and every f_γ returns 1 (0 where γ is
+        1 + f_γ: the SPADE-like baseline and ``gamma="one_plus"``); the last conv gets weight 0 and bias 1 or 0.
         Then γ·IN(x) + β = IN(x) for any layouts; the fixed-point loss aims at this for P′ = P.
         A zero matrix cannot be spectrally normalised, so the last convs lose their spectral
         norm (for demonstrations and tests; training never calls this)."""
-        for nets, value in ((self.gamma_nets, 0.0 if self.conditioning == "spade" else 1.0), (self.beta_nets, 0.0)):
+        for nets, value in ((self.gamma_nets, 0.0 if self.gamma_form == "one_plus" else 1.0), (self.beta_nets, 0.0)):
             for net in nets:
                 if hasattr(net[-1], "weight_orig"):
                     torch.nn.utils.remove_spectral_norm(net[-1])
                 net[-1].weight.zero_()
                 net[-1].bias.fill_(value)
         return self
+
+
+def check_gamma_form(conditioning: str, gamma: str | None) -> str:
+    """The form of γ: "official" (γ = f_γ) or "one_plus" (γ = 1 + f_γ); None picks "official" for
+    SFT and "one_plus" for SPADE conditioning, the only form SPADE has."""
+    if gamma is None:
+        return "one_plus" if conditioning == "spade" else "official"
+    if gamma not in ("official", "one_plus"):
+        raise ValueError(f"gamma must be 'official' (γ = f_γ) or 'one_plus' (γ = 1 + f_γ), got {gamma!r}")
+    if conditioning == "spade" and gamma != "one_plus":
+        raise ValueError("SPADE conditioning computes γ as 1 + f_γ; gamma must be 'one_plus' or None")
+    return gamma
 
 
 def _check_sft_inputs(self, source_features, target_features) -> None:
@@ -363,11 +392,12 @@ class AnalogyGenerator(nn.Module):
     returns (I′ (N, 3, H, W) in [0, 1], [(γ^l, β^l)] for l = 1, 2, 3).
     """
 
-    def __init__(self, num_classes: int, width: int = 16, conditioning: str = "sft"):
+    def __init__(self, num_classes: int, width: int = 16, conditioning: str = "sft", gamma: str | None = None):
         super().__init__()
         check_positive_int(num_classes, "num_classes"), check_positive_int(width, "width")
         if conditioning not in ("sft", "spade"):
             raise ValueError(f"conditioning must be 'sft' or 'spade', got {conditioning!r}")
+        gamma = check_gamma_form(conditioning, gamma)
         self.num_classes, self.width, self.conditioning = int(num_classes), int(width), conditioning
         channels = (2 * width, 4 * width, 8 * width)
         self.channels = channels
@@ -391,10 +421,10 @@ class AnalogyGenerator(nn.Module):
         ups = []
         for cin, cout in zip(reversed(channels), (4 * width, 2 * width, width)):
             ups.append(nn.Sequential(spectral_norm(nn.ConvTranspose2d(cin, cout, 4, 2, 1)),
-                                     nn.InstanceNorm2d(cout, affine=True), nn.LeakyReLU(0.2)))
+                                     InstanceNorm2d(cout, affine=True), nn.LeakyReLU(0.2)))
         self.ups = nn.ModuleList(ups)
         self.tail = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(width, 3, 3), nn.Tanh())
-        self.sft = SemanticFeatureTranslation(channels, conditioning)
+        self.sft = SemanticFeatureTranslation(channels, conditioning, gamma)
 
     def layout_features(self, layout: torch.Tensor) -> list[torch.Tensor]:
         """E_seg: F^1, F^2, F^3 (N, 2w | 4w | 8w, H/2 | H/4 | H/8, …), all ≥ 0 (ReLU); in evaluation
@@ -453,10 +483,10 @@ class PatchDiscriminator(nn.Module):
         w = check_positive_int(width, "width")
         self.blocks = nn.ModuleList([
             nn.Sequential(spectral_norm(nn.Conv2d(3, w, 4, 2, 1)), nn.LeakyReLU(0.2)),
-            nn.Sequential(spectral_norm(nn.Conv2d(w, 2 * w, 4, 2, 1)), nn.InstanceNorm2d(2 * w), nn.LeakyReLU(0.2)),
-            nn.Sequential(spectral_norm(nn.Conv2d(2 * w, 4 * w, 4, 2, 1)), nn.InstanceNorm2d(4 * w),
+            nn.Sequential(spectral_norm(nn.Conv2d(w, 2 * w, 4, 2, 1)), InstanceNorm2d(2 * w), nn.LeakyReLU(0.2)),
+            nn.Sequential(spectral_norm(nn.Conv2d(2 * w, 4 * w, 4, 2, 1)), InstanceNorm2d(4 * w),
                           nn.LeakyReLU(0.2)),
-            nn.Sequential(spectral_norm(nn.Conv2d(4 * w, 8 * w, 3, 1, 1)), nn.InstanceNorm2d(8 * w),
+            nn.Sequential(spectral_norm(nn.Conv2d(4 * w, 8 * w, 3, 1, 1)), InstanceNorm2d(8 * w),
                           nn.LeakyReLU(0.2)),
         ])
         self.head = spectral_norm(nn.Conv2d(8 * w, 1, 3, 1, 1))
@@ -689,7 +719,7 @@ class AnalogyTrainer(nn.Module):
         self.register_buffer("labels", labels)
         self.num_classes, self.spec, self.settings, self.seed = num_classes, spec, settings, seed
         width = settings["width"]
-        self.generator = AnalogyGenerator(num_classes, width, spec["conditioning"])
+        self.generator = AnalogyGenerator(num_classes, width, spec["conditioning"], spec.get("gamma"))
         self.discriminator = PatchDiscriminator(width)
         self.segmenter = AuxiliarySegmenter(num_classes, width)
         # a frozen FeatureExtractor; set past nn.Module so it is neither a submodule nor checkpointed

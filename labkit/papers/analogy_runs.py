@@ -9,7 +9,7 @@ profile (StreetScenes scenes with a car, and scikit-image photographs), resumabl
 ``<run dir>/train/<model>_<image>.pt``. Every output is scored on the same layout edits:
 on street scenes each edit is a re-rendered scene (a car moved, scaled, removed or added),
 so the edited layout has a true image; on photographs it has none. ``metrics.json`` merges
-the per-model records ``models/<model>.json``. ``--export`` writes ``sft`` and ``no_sft``
+the per-model records ``models/<model>.json``. ``--export`` writes ``sft``, ``sft_one_plus_gamma`` and ``no_sft``
 of each image in float16 to ``checkpoints/analogy_<profile>_<image>.pt``.
 """
 from __future__ import annotations
@@ -36,11 +36,13 @@ from .analogy import (CHAPTER, MODEL_NAMES, MODEL_SPECS, PAPER_BETAS, PROFILES, 
                       AnalogyTrainer, augmentation_grid, component_mask, edit_layout,
                       image_analogies, one_hot, photo_layout, warp_pair)
 
-EXPORTED_MODELS = ("sft", "no_sft")
+EXPORTED_MODELS = ("sft", "sft_one_plus_gamma", "no_sft")
 EDIT_KINDS = ("move", "scale", "remove", "add")
 METRIC_KEYS = ("alignment_miou", "alignment_pixel_accuracy", "judge_miou", "judge_pixel_accuracy",
-               "psnr_ground_truth", "ssim_ground_truth", "psnr_changed_region", "appearance_distance",
-               "identity_psnr")
+               "psnr_ground_truth", "ssim_ground_truth", "psnr_changed_region", "perceptual_ground_truth",
+               "appearance_distance", "grey_input_change", "identity_psnr")
+GREY = 0.5
+"""The flat grey that replaces the source image in the grey-input test."""
 PATCH_FEATURE_LAYERS = {"judge": ("enc1", "enc2"), "vgg19": ("relu1_1", "relu2_1")}
 
 
@@ -366,13 +368,15 @@ def score_output(output: torch.Tensor, image: dict, edit: dict, segmenter, judge
     - ``alignment_miou`` / ``alignment_pixel_accuracy``: the image's evaluation segmenter on I′
       against P′ (the paper's metric);
     - ``judge_*``: the judge on I′ against P′ (street scenes);
-    - ``psnr_ground_truth``, ``ssim_ground_truth``: against the true edited image (street scenes),
-      and ``psnr_changed_region`` on the pixels the edit changed;
+    - ``psnr_ground_truth``, ``ssim_ground_truth``, ``perceptual_ground_truth`` (the judge's
+      feature distance, :func:`labkit.metrics.perceptual_distance`): against the true edited
+      image (street scenes), and ``psnr_changed_region`` on the pixels the edit changed;
     - ``appearance_distance``: :func:`appearance_distance` to the source.
     """
     from kornia.metrics import ssim
 
     from ..data.validation import check_images
+    from ..metrics import perceptual_distance
 
     check_image(image), _checks.settings(edit, ("name", "labels", "truth"), "edit")
     check_images(output, "output", ndim=(3,))
@@ -394,6 +398,7 @@ def score_output(output: torch.Tensor, image: dict, edit: dict, segmenter, judge
         scores.update(judge_miou=judged["miou"], judge_pixel_accuracy=judged["pixel_accuracy"],
                       psnr_ground_truth=_psnr(output, truth),
                       ssim_ground_truth=float(ssim(output[None], truth[None], 11).mean()),
+                      perceptual_ground_truth=float(perceptual_distance(output[None], truth[None], judge)[0]),
                       psnr_changed_region=_psnr(output, truth, changed_region(truth, image["image"])))
     return scores
 
@@ -416,7 +421,10 @@ def average_scores(per_image: dict) -> dict:
 
 def evaluate_model(name: str, generators: dict, images: list[dict], segmenters: dict, judge, device="cpu") -> dict:
     """Score model ``name`` on every image's edits; ``generators``: image name → generator
-    (empty for image_analogies). Adds ``identity_psnr``: PSNR of G(I, P, P) to I."""
+    (empty for image_analogies). Adds ``identity_psnr``: PSNR of G(I, P, P) to I, and per edit
+    ``grey_input_change``: the mean absolute change of I′ when the source image is replaced by
+    flat grey (layouts unchanged). A model that keeps the source's appearance changes a lot; a
+    model that paints from the layout alone hardly at all, whatever its alignment scores."""
     check_model_name(name)
     _check_evaluation_inputs(images, segmenters)
     if not isinstance(generators, dict):
@@ -427,10 +435,13 @@ def evaluate_model(name: str, generators: dict, images: list[dict], segmenters: 
     per_image = {}
     for image in images:
         generator = generators.get(image["name"])
+        grey_image = dict(image, image=torch.full_like(image["image"], GREY))
         edits = {}
         for edit in image["edits"]:
             output = analogy_output(name, generator, image, edit["labels"], device)
             edits[edit["name"]] = score_output(output, image, edit, segmenters[image["name"]], judge, device)
+            on_grey = analogy_output(name, generator, grey_image, edit["labels"], device)
+            edits[edit["name"]]["grey_input_change"] = float((output - on_grey).abs().mean())
         identity = analogy_output(name, generator, image, image["labels"], device)
         per_image[image["name"]] = {"edits": edits, "identity_psnr": _psnr(identity, image["image"])}
     return {**average_scores(per_image), "per_image": per_image}
@@ -609,7 +620,8 @@ def load_models(path, device="cpu") -> tuple[dict, dict]:
         if MODEL_SPECS.get(name, {}).get("conditioning") is None:
             raise CheckpointError(f"{path} holds an unknown model {name!r}; expected some of {TRAINED_MODELS}")
         try:
-            generator = AnalogyGenerator(state["num_classes"], settings.get("width"), MODEL_SPECS[name]["conditioning"])
+            generator = AnalogyGenerator(state["num_classes"], settings.get("width"), MODEL_SPECS[name]["conditioning"],
+                                         MODEL_SPECS[name].get("gamma"))
         except ValueError as error:
             raise CheckpointError(f"{path} holds settings this generator cannot be built from: {error}") from error
         try:

@@ -41,7 +41,7 @@ from ..claims import check_claims, verdict
 from ..checkpoints import CheckpointError, load_checkpoint, read_json, save_checkpoint, write_json
 from ..data import NUM_CLASSES, check_label_map, render_batch
 from ..features import load_feature_extractor
-from ..networks import count_parameters
+from ..networks import count_parameters, one_hot_layout
 from ..synthesis import evaluate_synthesis, real_scene_scores, training_scenes
 from ..train import (REPO_ROOT, fit, provenance, reports_dir, run_argument_parser, select_profile,
                      setup)
@@ -566,8 +566,8 @@ def save_canvas_figure(network, cache: CanvasCache, settings: dict, path, device
         fig, axes = plt.subplots(SAMPLE_SCENES, 3, figsize=(6.6, 1.25 * SAMPLE_SCENES), squeeze=False)
         for row, label in enumerate(labels):
             c = cache.get(label)
-            out = network.sample(torch.nn.functional.one_hot(label, network.num_classes).permute(2, 0, 1)[None]
-                                 .float().to(device), c.canvas[None].to(device), c.filled[None, None].float().to(device))
+            out = network.sample(one_hot_layout(label[None], network.num_classes).to(device), c.canvas[None].to(device),
+                                 c.filled[None, None].float().to(device))
             for col, image in enumerate((colorize(label.numpy()), to_numpy_image(c.canvas * c.filled),
                                          to_numpy_image(out[0, 0].cpu()))):
                 axes[row, col].imshow(np.clip(image, 0, 1) if image.dtype != np.uint8 else image)
