@@ -82,6 +82,12 @@ RATIO_LIMIT = 10.0
 PAPER_BETAS = (0.0, 0.9)
 PAPER_LEARNING_RATES = {"generator": 0.005, "discriminator": 0.02}
 PAPER_ITERATIONS = 2500
+OFFICIAL_GENERATOR_STEPS = 10
+"""G steps per iteration in the official train.py (with 2 D steps and one auxiliary step)."""
+OFFICIAL_DECAY_START = 1000
+"""The official learning rates decay linearly to a tenth after this iteration."""
+OFFICIAL_RAMP_ITERATIONS = 1000
+"""The official augmentation ramps up over this many iterations (dataset.py)."""
 AUGMENTATION = {"flip": 0.5, "tps_probability": 0.5, "tps_points": 3, "tps_max": 0.05, "scale_max": 0.2,
                 "shift_max": 0.1}
 """Full-strength joint augmentation: flip with probability 0.5·s, a thin-plate spline on a
@@ -138,7 +144,8 @@ DEVIATIONS = [
     "Architecture, simplified: instance norm (affine) with spectral norm in E_img and the decoder instead "
     "of the official spectral batch norm at batch 1; E_seg keeps batch norm, over the pair (P, P′) "
     "in one batch, so that an edit changes F(P′) − F(P) only near the edit; no residual blocks in the down- and up-sampling blocks; the SFT residual "
-    "block is conv3–LReLU–conv3 (official: a spectral-norm 1×1–3×3–1×1 bottleneck); a tanh output; a "
+    "block is conv3–LReLU–conv3 with reflection padding (official: a spectral-norm 1×1–3×3–1×1 bottleneck, also "
+    "reflection-padded); a tanh output; a "
     "plain patch discriminator instead of CC-FPSE's; one D step per iteration (official: one before and "
     "one after the G steps); flip, then zoom and shift, then the spline (official: flip, spline, affine).",
     "Semantic alignment: cross-entropy of the auxiliary segmenter's logits against P′, with gradient to "
@@ -153,6 +160,14 @@ DEVIATIONS = [
     "about one pixel) and a shift of up to 10 % is on (off by default in the code); flips with "
     "p = 0.5·s and zoom up to 1.2 follow the code. Warps use kornia's thin-plate spline and one "
     "sampling grid for image (bilinear) and layout (nearest).",
+    "γ = f_γ(ratio), the paper's and the official code's form, in the main model `sft`; `sft_one_plus_gamma` "
+    "trains γ = 1 + f_γ(ratio) (SPADE's form, which starts at the fixed point instead of near γ = 0) and is "
+    "recorded beside it. The main model keeps the official form so that the chapter tests the paper's method.",
+    "Every generator, discriminator and segmenter of this chapter trains at batch 1. Our first record trained on "
+    "wrong gradients: the permuted one-hot layouts were channels_last-strided, and torch 2.13's CPU instance norm "
+    "returns a wrong gradient for such a layout at batch 1 (see labkit.networks). The layouts are now contiguous, "
+    "the instance norms hand the kernel a contiguous gradient, and tests/test_gradients.py compares every model's "
+    "gradients with a float64 reference; the record was retrained.",
     "The SPADE-like baseline (`no_sft`) computes γ, β from F(P′) alone, (1 + γ)·IN(x) + β, with the "
     "same networks and losses, and without the fixed-point loss (it has no fixed point to keep). In "
     "training, E_seg's batch norm sees P and P′ in one batch, so P reaches it through the batch "
