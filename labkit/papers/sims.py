@@ -668,10 +668,11 @@ def _crop_frames(masks, margin=0.25):
     index_y = torch.arange(height, device=masks.device)
     index_x = torch.arange(width, device=masks.device)
     big = torch.tensor(10 ** 6, device=masks.device)
-    y0 = torch.where(rows, index_y, big).amin(1).float()
-    y1 = torch.where(rows, index_y, -big).amax(1).float() + 1
-    x0 = torch.where(cols, index_x, big).amin(1).float()
-    x1 = torch.where(cols, index_x, -big).amax(1).float() + 1
+    dtype = masks.dtype if masks.is_floating_point() else torch.float32   # the masks' precision (float64 too)
+    y0 = torch.where(rows, index_y, big).amin(1).to(dtype)
+    y1 = torch.where(rows, index_y, -big).amax(1).to(dtype) + 1
+    x0 = torch.where(cols, index_x, big).amin(1).to(dtype)
+    x1 = torch.where(cols, index_x, -big).amax(1).to(dtype) + 1
     empty = ~rows.any(1)
     y0, y1 = torch.where(empty, 0.0, y0), torch.where(empty, float(height), y1)
     x0, x1 = torch.where(empty, 0.0, x0), torch.where(empty, float(width), x1)
