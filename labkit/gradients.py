@@ -231,6 +231,23 @@ def parameter_gradient_cosines(model: nn.Module, make_inputs, loss_fn=None, *, b
                                                  channels_last=channels_last, seed=seed))
 
 
+def perturb_weights(model: nn.Module, seed: int = 1, scale: float = 0.1) -> nn.Module:
+    """``model`` with every parameter moved off its initial value, in place: plus ``scale`` × its
+    standard deviation (1 where it has none) of Gaussian noise, as a few training steps would.
+    At initialisation zero weights (a zero-initialised head) block every gradient behind them, and
+    an instance norm's weight 1 and bias 0 before another normalisation have an all but zero
+    gradient (zero but for eps) that float32 gets only to a few digits. Returns the model."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    generator = torch.Generator().manual_seed(check_seed(seed))
+    check_number(scale, "scale", minimum=0.0)
+    with torch.no_grad():
+        for p in model.parameters():
+            spread = float(p.std()) if p.numel() > 1 and float(p.std()) > 0 else 1.0
+            p.add_(scale * spread * torch.randn(p.shape, generator=generator).to(p))
+    return model
+
+
 def instance_norm_gradient_bug(batch_size: int = 1, seed: int = 0) -> float:
     """Cosine between torch's own instance-norm input gradient for a channels_last-strided incoming
     gradient and for the same gradient made contiguous, x (batch_size, 8, 6, 10). 1.0 for a correct

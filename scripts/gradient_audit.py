@@ -45,7 +45,11 @@ SEED = 0
 
 
 def trained(model: nn.Module, seed: int = 1) -> nn.Module:
-    """Every parameter plus 10 % of its spread (1 where it has none) of Gaussian noise."""
+    """Every parameter plus 10 % of its spread (1 where it has none) of Gaussian noise
+    (:func:`labkit.gradients.perturb_weights` where this checkout has it)."""
+    perturb = getattr(labkit.gradients, "perturb_weights", None)
+    if perturb is not None:
+        return perturb(model, seed)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():

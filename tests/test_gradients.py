@@ -18,7 +18,7 @@ from labkit import networks
 from labkit.data import NUM_CLASSES
 from labkit.gradients import (ZERO_REFERENCE, elementary_instance_norm, elementary_instance_norms,
                               gradient_cosines, instance_norm_gradient_bug, parameter_gradient_cosines,
-                              parameter_gradients)
+                              parameter_gradients, perturb_weights)
 from labkit.judge import JudgeNet
 from labkit.papers import analogy, crn, seigan, sims, srn
 from labkit.pix2pix import PatchDiscriminator, UNetGenerator
@@ -59,44 +59,24 @@ def _layout(n, size, g):
     return networks.one_hot_layout(_labels(n, size, NUM_CLASSES, g))
 
 
-def _trained(model, seed=1):
-    """Every parameter moved off its initial value, as a few training steps would: zero-initialised
-    weights (SIMS' transformer head, SEIGAN's enhancer tail) block every gradient behind them, and an
-    instance norm's weight 1 and bias 0 before another normalisation have an all but zero gradient
-    (exactly zero but for eps) that float32 gets only to a few digits."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            spread = float(p.std()) if p.numel() > 1 and float(p.std()) > 0 else 1.0
-            p.add_(0.1 * spread * torch.randn(p.shape, generator=g))
-    return model
+def _trained(model):
+    return perturb_weights(model, seed=1)
 
 
-class _Align(nn.Module):
-    """SIMS' transformer as trained: θ, then the segment warped through it."""
+def _audit_script():
+    """scripts/gradient_audit.py, for the wrappers it shares with these tests (the models as trained)."""
+    import importlib.util
+    from pathlib import Path
 
-    def __init__(self, transformer):
-        super().__init__()
-        self.transformer = transformer
+    spec = importlib.util.spec_from_file_location("gradient_audit", Path(__file__).resolve().parent.parent / "scripts"
+                                                  / "gradient_audit.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    def forward(self, *inputs):
-        return self.transformer.align(*inputs)
 
-
-class _CriticObjective(nn.Module):
-    """An SRN critic's WGAN-GP objective (SRNTrainer.finetune_loss): W + 10 · GP, GP a double backward."""
-
-    def __init__(self, critic, contextual: bool):
-        super().__init__()
-        self.critic, self.contextual = critic, contextual
-
-    def forward(self, real, fake, mask, mix):
-        if self.contextual:
-            score, region = (lambda x: self.critic(x, mask)), F.interpolate(F.max_pool2d(mask, 8), scale_factor=8)
-        else:
-            score, region = self.critic, mask
-        wasserstein = score(fake).mean() - score(real).mean()
-        return wasserstein + srn.GRADIENT_PENALTY_WEIGHT * srn.gradient_penalty(score, real, fake, region, mix)
+_AUDIT = _audit_script()
+_Align, _CriticObjective = _AUDIT.Align, _AUDIT.CriticObjective
 
 
 def _srn(generator="srn", expansion="subpixel", context_norm=True, placement="left"):
