@@ -144,7 +144,8 @@ PAPER_EVIDENCE = {
             "Implicit: every baseline in the paper is a learned model",
     },
     "analogy": {
-        "SFT (relative layout features) beats conditioning on the target layout alone (SPADE-like)":
+        "SFT (relative layout features) beats conditioning on the target layout alone (SPADE-like), on following P′ "
+        "and on keeping the source (the true edit, the grey-input test)":
             "Ablation without SFT (quantitative table and figures in the ACM MM paper)",
         "The fixed-point loss keeps the source when the layout does not change, and helps the edits":
             "Ablation without the fixed-point loss",
