@@ -98,6 +98,8 @@ MODEL_SPECS = {
     "sft": {"conditioning": "sft", "fixed_point": True, "ramp": True, "alignment": "gradient"},
     "sft_one_plus_gamma": {"conditioning": "sft", "gamma": "one_plus", "fixed_point": True, "ramp": True,
                            "alignment": "gradient"},
+    "sft_zero_padding": {"conditioning": "sft", "padding": "zeros", "fixed_point": True, "ramp": True,
+                         "alignment": "gradient"},
     "no_sft": {"conditioning": "spade", "fixed_point": False, "ramp": True, "alignment": "gradient"},
     "no_fixed_point": {"conditioning": "sft", "fixed_point": False, "ramp": True, "alignment": "gradient"},
     "no_augmentation_ramp": {"conditioning": "sft", "fixed_point": True, "ramp": False, "alignment": "gradient"},
@@ -294,10 +296,11 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-def parameter_net(channels: int) -> nn.Sequential:
-    """f: residual block → spectral-norm 1×1 conv (C → C/2) → ReLU → spectral-norm 1×1 conv (C/2 → C); C ≥ 2."""
+def parameter_net(channels: int, padding: str = "reflect") -> nn.Sequential:
+    """f: residual block (``padding``: "reflect" or "zeros") → spectral-norm 1×1 conv (C → C/2) → ReLU →
+    spectral-norm 1×1 conv (C/2 → C); C ≥ 2."""
     check_int(channels, "channels", minimum=2)
-    return nn.Sequential(ResidualBlock(channels), spectral_norm(nn.Conv2d(channels, channels // 2, 1)), nn.ReLU(),
+    return nn.Sequential(ResidualBlock(channels, padding), spectral_norm(nn.Conv2d(channels, channels // 2, 1)), nn.ReLU(),
                          spectral_norm(nn.Conv2d(channels // 2, channels, 1)))
 
 
@@ -313,9 +316,10 @@ class SemanticFeatureTranslation(nn.Module):
     ``gamma``: "official" (γ = f_γ(ratio), the paper's and the official code's; f_γ starts
     near 0, so IN(x) starts almost switched off) or "one_plus" (γ = 1 + f_γ(ratio), SPADE's
     form, which starts at the fixed point). SPADE conditioning is always "one_plus".
+    ``padding``: the residual blocks' padding, "reflect" (the official code's) or "zeros" (an ablation).
     """
 
-    def __init__(self, channels, conditioning: str = "sft", gamma: str | None = None):
+    def __init__(self, channels, conditioning: str = "sft", gamma: str | None = None, padding: str = "reflect"):
         super().__init__()
         if conditioning not in ("sft", "spade"):
             raise ValueError(f"conditioning must be 'sft' or 'spade', got {conditioning!r}")
@@ -323,8 +327,10 @@ class SemanticFeatureTranslation(nn.Module):
         for i, c in enumerate(_checks.widths(channels, "channels")):
             check_int(c, f"channels[{i}]", minimum=2)
         self.conditioning, self.gamma_form = conditioning, gamma
-        self.gamma_nets = nn.ModuleList(parameter_net(c) for c in channels)
-        self.beta_nets = nn.ModuleList(parameter_net(c) for c in channels)
+        if padding not in ("reflect", "zeros"):
+            raise ValueError(f"padding must be 'reflect' or 'zeros', got {padding!r}")
+        self.gamma_nets = nn.ModuleList(parameter_net(c, padding) for c in channels)
+        self.beta_nets = nn.ModuleList(parameter_net(c, padding) for c in channels)
 
     def inputs(self, source_features, target_features):
         """What f_γ and f_β see at each scale: (ratio, difference) for SFT, (F(P′), F(P′)) for SPADE."""
@@ -407,7 +413,8 @@ class AnalogyGenerator(nn.Module):
     returns (I′ (N, 3, H, W) in [0, 1], [(γ^l, β^l)] for l = 1, 2, 3).
     """
 
-    def __init__(self, num_classes: int, width: int = 16, conditioning: str = "sft", gamma: str | None = None):
+    def __init__(self, num_classes: int, width: int = 16, conditioning: str = "sft", gamma: str | None = None,
+                 padding: str = "reflect"):
         super().__init__()
         check_positive_int(num_classes, "num_classes"), check_positive_int(width, "width")
         if conditioning not in ("sft", "spade"):
@@ -439,7 +446,7 @@ class AnalogyGenerator(nn.Module):
                                      InstanceNorm2d(cout, affine=True), nn.LeakyReLU(0.2)))
         self.ups = nn.ModuleList(ups)
         self.tail = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(width, 3, 3), nn.Tanh())
-        self.sft = SemanticFeatureTranslation(channels, conditioning, gamma)
+        self.sft = SemanticFeatureTranslation(channels, conditioning, gamma, padding)
 
     def layout_features(self, layout: torch.Tensor) -> list[torch.Tensor]:
         """E_seg: F^1, F^2, F^3 (N, 2w | 4w | 8w, H/2 | H/4 | H/8, …), all ≥ 0 (ReLU); in evaluation
@@ -734,7 +741,8 @@ class AnalogyTrainer(nn.Module):
         self.register_buffer("labels", labels)
         self.num_classes, self.spec, self.settings, self.seed = num_classes, spec, settings, seed
         width = settings["width"]
-        self.generator = AnalogyGenerator(num_classes, width, spec["conditioning"], spec.get("gamma"))
+        self.generator = AnalogyGenerator(num_classes, width, spec["conditioning"], spec.get("gamma"),
+                                          spec.get("padding", "reflect"))
         self.discriminator = PatchDiscriminator(width)
         self.segmenter = AuxiliarySegmenter(num_classes, width)
         # a frozen FeatureExtractor; set past nn.Module so it is neither a submodule nor checkpointed

@@ -681,7 +681,7 @@ def load_models(path, device="cpu") -> tuple[dict, dict]:
             raise CheckpointError(f"{path} holds an unknown model {name!r}; expected some of {TRAINED_MODELS}")
         try:
             generator = AnalogyGenerator(state["num_classes"], settings.get("width"), MODEL_SPECS[name]["conditioning"],
-                                         MODEL_SPECS[name].get("gamma"))
+                                         MODEL_SPECS[name].get("gamma"), MODEL_SPECS[name].get("padding", "reflect"))
         except ValueError as error:
             raise CheckpointError(f"{path} holds settings this generator cannot be built from: {error}") from error
         try:
