@@ -144,9 +144,12 @@ PAPER_EVIDENCE = {
             "Implicit: every baseline in the paper is a learned model",
     },
     "analogy": {
-        "SFT (relative layout features) beats conditioning on the target layout alone (SPADE-like), on following P′ "
-        "and on keeping the source (the true edit, the grey-input test)":
+        "SFT (relative layout features) beats conditioning on the target layout alone (SPADE-like)":
             "Ablation without SFT (quantitative table and figures in the ACM MM paper)",
+        "SFT carries the source image into I′ (it translates the source's features; a generator conditioned on P′ "
+        "alone can paint the one image it was trained on from memory)":
+            "The method's design: γ and β modulate the source image's normalised features (method section, figures "
+            "of edits that keep the source's look); not measured as such in the paper",
         "The fixed-point loss keeps the source when the layout does not change, and helps the edits":
             "Ablation without the fixed-point loss",
         "Ramping up the augmentation (progressive training) helps":

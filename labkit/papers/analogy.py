@@ -165,9 +165,11 @@ DEVIATIONS = [
     "γ = f_γ(ratio), the paper's and the official code's form, in the main model `sft`; `sft_one_plus_gamma` "
     "trains γ = 1 + f_γ(ratio) (SPADE's form, which starts at the fixed point instead of near γ = 0) and is "
     "recorded beside it. The main model keeps the official form so that the chapter tests the paper's method.",
-    "Every generator, discriminator and segmenter of this chapter trains at batch 1. Our first record trained on "
-    "wrong gradients: the permuted one-hot layouts were channels_last-strided, and torch 2.13's CPU instance norm "
-    "returns a wrong gradient for such a layout at batch 1 (see labkit.networks). The layouts are now contiguous, "
+    "The generators, the discriminator and the auxiliary segmenter train at batch 1. Our first record trained on "
+    "wrong gradients: the permuted one-hot layouts were channels_last-strided, so was the gradient arriving at "
+    "every instance norm behind γ·IN(x) + β, and torch 2.13's CPU instance norm returns a wrong gradient for a "
+    "channels_last incoming gradient at batch 1 (see labkit.networks). It also used zero padding in the SFT "
+    "residual blocks (`sft_zero_padding` retrains that on right gradients). The layouts are now contiguous, "
     "the instance norms hand the kernel a contiguous gradient, and tests/test_gradients.py compares every model's "
     "gradients with a float64 reference; the record was retrained.",
     "The SPADE-like baseline (`no_sft`) computes γ, β from F(P′) alone, (1 + γ)·IN(x) + β, with the "
