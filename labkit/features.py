@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checks import check_device, check_path
+from .checks import check_device, check_non_empty, check_path
 from .data.validation import check_images as _check_images
 
 VGG19_FILENAME = "vgg19-dcbb9e9d.pth"  # torchvision's file name for ImageNet VGG-19
@@ -47,13 +47,7 @@ def _layer_names(layers, default, available, what: str, hint: str) -> tuple[str,
     """``layers`` as a tuple of names from ``available``: one name, a non-empty sequence, or None (``default``)."""
     if layers is None:
         return tuple(default)
-    layers = (layers,) if isinstance(layers, str) else layers
-    try:
-        layers = tuple(layers)
-    except TypeError:
-        raise ValueError(f"layers must be a layer name or a sequence of them, got {layers!r}") from None
-    if not layers:
-        raise ValueError(f"layers must name at least one layer (or be None for {tuple(default)}), got {layers!r}")
+    layers = tuple(check_non_empty((layers,) if isinstance(layers, str) else layers, "layers"))
     bad = [n for n in layers if not isinstance(n, str) or n not in available]
     if bad:
         raise ValueError(f"layers has unknown {what} layer(s) {bad}; {hint}")
