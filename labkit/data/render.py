@@ -142,7 +142,7 @@ def _local_grid(canvas: _Canvas, scene: Scene, thing: Thing, half_width: float, 
     return (slice(y0, y1), slice(x0, x1)), X, Y, pixels_per_unit
 
 
-def _car(canvas, scene, car: Thing):
+def _car(canvas, scene, car: Thing, shadows: bool = True):
     grid = _local_grid(canvas, scene, car, 0.75 * car.width, car.height)
     if grid is None:
         return
@@ -150,8 +150,9 @@ def _car(canvas, scene, car: Thing):
     w, h = car.width / 2, car.height
     body_colour, glass, lights = car.colours
     # Contact shadow on the ground; it belongs to the car and goes when the car is removed.
-    shadow = (np.abs(X) < 1.25 * w) & (Y > -0.1) & (Y < 0.08)
-    canvas.shade[region][shadow] *= 0.5
+    if shadows:
+        shadow = (np.abs(X) < 1.25 * w) & (Y > -0.1) & (Y < 0.08)
+        canvas.shade[region][shadow] *= 0.5
     cabin_top = h * (0.85 + 0.1 * car.variant)
     body = (np.abs(X) < w) & (Y > 0.12 * h) & (Y < 0.55 * h)
     cabin = (Y >= 0.55 * h) & (Y < cabin_top) & (np.abs(X) < w * (0.92 - 0.5 * (Y - 0.55 * h) / h))
@@ -168,7 +169,7 @@ def _car(canvas, scene, car: Thing):
     canvas.fill(plate, CAR, canvas.new_paint((0.9, 0.88, 0.8)), region, iid)
 
 
-def _person(canvas, scene, person: Thing):
+def _person(canvas, scene, person: Thing, shadows: bool = True):
     grid = _local_grid(canvas, scene, person, 0.7 * person.width, person.height)
     if grid is None:
         return
@@ -178,8 +179,9 @@ def _person(canvas, scene, person: Thing):
     iid = person.instance_id
     stride = 0.02 + 0.09 * person.variant     # how far apart the legs are mid-step
     half_leg = max(0.055, 0.5 / ppu)
-    shadow = (np.abs(X) < 1.2 * w) & (Y > -0.05) & (Y < 0.04)
-    canvas.shade[region][shadow] *= 0.65
+    if shadows:
+        shadow = (np.abs(X) < 1.2 * w) & (Y > -0.05) & (Y < 0.04)
+        canvas.shade[region][shadow] *= 0.65
     legs = (Y >= 0) & (Y < 0.48 * h) & ((np.abs(X - stride) < half_leg) | (np.abs(X + stride) < half_leg))
     canvas.fill(legs, PERSON, canvas.new_paint(trousers, "fabric", 0.08), region, iid)
     torso = (Y >= 0.46 * h) & (Y < 0.82 * h) & (np.abs(X) < 0.62 * w)
@@ -262,20 +264,23 @@ def check_object_ids(remove, name: str = "remove") -> list[int]:
         raise ValueError(f"{name} must be a list of integer object ids, got {ids!r}") from None
 
 
-def render_scene(scene: Scene, height: int, remove=()) -> dict:
+def render_scene(scene: Scene, height: int, remove=(), shadows: bool = True) -> dict:
     """Draw ``scene`` on a (height, 2·height) canvas.
 
     Returns numpy arrays: ``image`` (H, W, 3) float32 in [0, 1],
     ``label`` (H, W) int64 class indices, ``instances`` (H, W) int64
     (0 = none), ``depth_order`` the instance ids of the visible objects sorted
     front to back. ``remove``: instance ids to leave out (they and their
-    shadows are not drawn; what was behind them is).
+    shadows are not drawn; what was behind them is). ``shadows`` False draws
+    cars and persons without their contact shadows (SEIGAN's scenes).
 
     scene: a :class:`~labkit.data.layout.Scene` whose things are of the kinds
     ``car``, ``person``, ``tree`` or ``pole``; height: a positive integer;
-    remove: a collection of integer ids.
+    remove: a collection of integer ids; shadows: True or False.
     """
     check_scene(scene)
+    if not isinstance(shadows, bool):
+        raise ValueError(f"shadows must be True or False, got {shadows!r}")
     height = check_positive_int(height, "height")
     removed = set(check_object_ids(remove))
     width = 2 * height
@@ -286,7 +291,10 @@ def render_scene(scene: Scene, height: int, remove=()) -> dict:
     for thing in sorted(scene.things, key=lambda t: -t.z):
         if thing.instance_id in removed:
             continue
-        _DRAW[thing.kind](canvas, scene, thing)
+        if thing.kind in ("car", "person"):
+            _DRAW[thing.kind](canvas, scene, thing, shadows)
+        else:
+            _DRAW[thing.kind](canvas, scene, thing)
 
     crops = texture_crops(scene.texture_offsets, height, width)
     paint = canvas.paint

@@ -86,11 +86,12 @@ class StreetScenes(Dataset):
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, SPLITS[self.split], index]))
         return sample_scene(rng)
 
-    def render(self, index: int, remove=(), scene: Scene | None = None) -> dict:
+    def render(self, index: int, remove=(), scene: Scene | None = None, shadows: bool = True) -> dict:
         """Render scene ``index`` (or an edited ``scene``) without the objects in ``remove``.
 
         index: an integer ≥ 0; remove: a list of object ids of that scene;
-        scene: ``None`` or a :class:`Scene` (e.g. an edited ``self.scene(index)``)."""
+        scene: ``None`` or a :class:`Scene` (e.g. an edited ``self.scene(index)``);
+        shadows: False draws cars and persons without their contact shadows."""
         index = _index(index, "index")
         scene = self.scene(index) if scene is None else check_scene(scene)
         known = {t.instance_id for t in scene.instances}
@@ -98,7 +99,7 @@ class StreetScenes(Dataset):
         if unknown:
             raise ValueError(f"remove names object ids {unknown} that scene {index} does not have; "
                              f"its ids are {sorted(known)}")
-        drawn = render_scene(scene, self.size[0], remove=remove)
+        drawn = render_scene(scene, self.size[0], remove=remove, shadows=shadows)
         return self._to_sample(scene, drawn)
 
     def __getitem__(self, index: int) -> dict:

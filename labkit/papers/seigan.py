@@ -7,7 +7,8 @@ B_x, with its bounding box; a background y = ⟨∅, B_y⟩ holds none. One **sw
 
 - **cut**: G_seg predicts the object's mask m ∈ [0, 1]^{H×W} inside the box of x (zero outside);
 - **paste and enhance**: z = m ⊙ x + (1 − m) ⊙ y, and ŷ = G_enh(z, noise) = ⟨Ô, B̂_y⟩;
-- **inpaint**: x̂ = G_inp((1 − m) ⊙ x) = ⟨∅, B̂_x⟩.
+- **inpaint**: x̂ = G_inp((1 − m) ⊙ x) = ⟨∅, B̂_x⟩, composited into the hole:
+  x̂ = m ⊙ G_inp((1 − m) ⊙ x) + (1 − m) ⊙ x (the usual form; the paper writes G_inp's output).
 
 As in CycleGAN, the swap is applied a second time to (ŷ, x̂): the object goes back, giving
 x̂̂ ≈ x, and ŷ's object is cut out and its hole inpainted, giving ŷ̂ ≈ y.
@@ -15,7 +16,8 @@ x̂̂ ≈ x, and ŷ's object is cut out and its hole inpainted, giving ŷ̂ ≈ 
 Losses (the paper's §2.2–2.4; the weights are ours, see ``LOSS_WEIGHTS``):
 
 - l_bg^adv: D_bg tells real backgrounds y from the inpainted x̂ and ŷ̂;
-- l_obj^adv: D_obj tells real object scenes x from composites (z and ŷ);
+- l_obj^adv: D_obj tells real object scenes x from composites (z and ŷ), on a window
+  around the object's box (:func:`box_crops`);
 - l_obj^rec = ‖x̂̂ − x‖₁, the object's round trip;
 - l_bg^rec(ŷ̂, y): perceptual on early features plus texture (Gram matrices) on deeper ones;
 - l_id = ‖G_enh(x) − x‖₁: the enhancer leaves a real object scene alone;
@@ -41,6 +43,9 @@ CHAPTER = "seigan"
 OBJECT_CLASSES = ("car", "person")
 POOL_SIZE = 50
 POOL_PROBABILITY = 0.5
+CROP_CONTEXT = 1.5
+"""D_obj's window around a box: a square of side 1.5 × the box's longer side, centred on the box."""
+PASTE_PLACES = ("same", "elsewhere")
 """CycleGAN's pool, which the paper uses: once full, each query returns a stored fake with
 probability 0.5 (and stores the new one in its place), otherwise the new fake."""
 
@@ -119,6 +124,50 @@ def _check_composite(masks: torch.Tensor, objects: torch.Tensor, backgrounds: to
 composite = _checks.checked(_check_composite)(composite)
 
 
+def box_crops(images: torch.Tensor, boxes, size: int, context: float = CROP_CONTEXT) -> torch.Tensor:
+    """D_obj's view of an image: a square window around each box, of side ``context`` × the box's
+    longer side and centred on it, resampled bilinearly to ``size`` × ``size`` (zeros beyond the
+    frame). images (N, C, H, W) float, boxes (N, 4) as :func:`box_masks` → (N, C, size, size);
+    differentiable in the images."""
+    _checks.tensor(images, "images", shape="(N, C, H, W)", ndim=4, finite=False)
+    inside = box_masks(boxes, images.shape[-2:])   # checks the boxes against the frame
+    if len(inside) != len(images):
+        raise ValueError(f"{len(images)} images but {len(inside)} boxes")
+    check_int(size, "size", minimum=1), check_number(context, "context", minimum=0.0, strict_minimum=True)
+    height, width = images.shape[-2:]
+    x0, y0, x1, y1 = torch.as_tensor(boxes).to(torch.float32).unbind(1)
+    side = context * torch.maximum(x1 - x0, y1 - y0)
+    theta = torch.zeros(len(images), 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = side / width, (x0 + x1) / width - 1
+    theta[:, 1, 1], theta[:, 1, 2] = side / height, (y0 + y1) / height - 1
+    grid = F.affine_grid(theta.to(images), [len(images), images.shape[1], size, size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def shift_boxes(boxes, offsets) -> torch.Tensor:
+    """boxes (N, 4) moved right by ``offsets`` (N,) whole pixels (left where negative)."""
+    boxes = torch.as_tensor(boxes).long()
+    offsets = torch.as_tensor(offsets).long()
+    return boxes + torch.stack([offsets, torch.zeros_like(offsets)] * 2, dim=1)
+
+
+def shift_images(images: torch.Tensor, offsets) -> torch.Tensor:
+    """Each image (N, C, H, W) rolled right by its offset (N,) in whole pixels. Where a box moved
+    by :func:`shift_boxes` stays in the frame, everything inside it moves intact (what wraps
+    round lies outside it, where the masks are zero)."""
+    return torch.stack([torch.roll(image, int(offset), dims=-1) for image, offset in zip(images, offsets)])
+
+
+def paste_offsets(boxes, width: int, generator: torch.Generator) -> torch.Tensor:
+    """Remez et al.'s "paste at a new place", along the object's own ground line: per box (N, 4),
+    a whole-pixel horizontal offset drawn uniformly among those that keep the box in a frame of
+    ``width`` (the height, and so the object's scale on the ground plane, stay the same)."""
+    boxes = torch.as_tensor(boxes).long()
+    low, high = -boxes[:, 0], width - boxes[:, 2]
+    draws = torch.rand(len(boxes), generator=generator)
+    return low + (draws * (high - low + 1).float()).long().clamp(max=(high - low))
+
+
 def cut_out(masks: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """The inpainter's input: (1 − m) ⊙ x; images (N, 3, H, W) in [0, 1], N ≥ 1, masks as :func:`check_masks`."""
     _checks.images_batch(images, "images")
@@ -126,35 +175,46 @@ def cut_out(masks: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     return (1 - masks) * images
 
 
-def swap(objects, backgrounds, masks, enhance, inpaint) -> dict:
+def swap(objects, backgrounds, masks, enhance, inpaint, offsets=None) -> dict:
     """One swap of object scenes x and backgrounds y, with the object masks m of x:
-    ``{"pasted": z, "moved": ŷ = enhance(z), "inpainted": x̂ = inpaint((1 − m) ⊙ x)}``.
+
+        z = m ⊙ x + (1 − m) ⊙ y,   ŷ = enhance(z),   x̂ = m ⊙ inpaint((1 − m) ⊙ x) + (1 − m) ⊙ x,
+
+    returned as ``{"pasted": z, "moved": ŷ, "inpainted": x̂}``: the inpainter fills the hole and
+    the pixels it can see stay x's. ``offsets`` (N,) pastes each object that many pixels to the
+    right in y (m and x shifted by :func:`shift_images`); None pastes it where it was.
     ``enhance`` and ``inpaint`` map (N, 3, H, W) → (N, 3, H, W)."""
     _checks.function(enhance, "enhance", "(N, 3, H, W) → (N, 3, H, W)")
     _checks.function(inpaint, "inpaint", "(N, 3, H, W) → (N, 3, H, W)")
-    pasted = composite(masks, objects, backgrounds)
-    return {"pasted": pasted, "moved": enhance(pasted), "inpainted": inpaint(cut_out(masks, objects))}
+    placed_masks, placed = (masks, objects) if offsets is None else \
+        (shift_images(masks, offsets), shift_images(objects, offsets))
+    pasted = composite(placed_masks, placed, backgrounds)
+    filled = composite(masks, inpaint(cut_out(masks, objects)), objects)
+    return {"pasted": pasted, "moved": enhance(pasted), "inpainted": filled}
 
 
-def double_swap(objects, backgrounds, masks, segment, enhance, inpaint, stop_gradient: bool = False) -> dict:
+def double_swap(objects, backgrounds, masks, segment, enhance, inpaint, stop_gradient: bool = False,
+                offsets=None) -> dict:
     """Swap, then swap back (the paper's cycle). The second swap cuts the object out of ŷ with
-    ``segment(ŷ)`` (masks of the same shape) and pastes it onto x̂.
+    ``segment(ŷ)`` (masks of the same shape, in the box where the object was pasted) and pastes
+    it back onto x̂ where it came from (``-offsets``).
 
-    With ``stop_gradient`` the second swap pastes onto x̂ detached: the object's round trip
-    x̂̂ ≈ x then cannot train the inpainter, which otherwise learns to pass the object through
-    the hole (x̂ ≈ x), so that the empty mask m = 0 satisfies every cycle loss (our deviation).
+    With ``stop_gradient`` the second swap pastes onto x̂ detached, so the object's round trip
+    x̂̂ ≈ x cannot train the inpainter (the ``seigan_stop_gradient`` variant; the paper has none).
 
     Returns the first swap's outputs and ``"object_cycle"`` x̂̂ ≈ x, ``"background_cycle"``
     ŷ̂ ≈ y, and ``"second_masks"``."""
-    first = swap(objects, backgrounds, masks, enhance, inpaint)
+    first = swap(objects, backgrounds, masks, enhance, inpaint, offsets)
     second_masks = segment(first["moved"])
     background = first["inpainted"].detach() if stop_gradient else first["inpainted"]
-    second = swap(first["moved"], background, second_masks, enhance, inpaint)
+    back = None if offsets is None else -torch.as_tensor(offsets)
+    second = swap(first["moved"], background, second_masks, enhance, inpaint, back)
     return {**first, "second_masks": second_masks, "object_cycle": second["moved"],
             "background_cycle": second["inpainted"]}
 
 
-def _check_double_swap(objects, backgrounds, masks, segment, enhance, inpaint, stop_gradient: bool = False) -> None:
+def _check_double_swap(objects, backgrounds, masks, segment, enhance, inpaint, stop_gradient: bool = False,
+                       offsets=None) -> None:
     """segment, enhance and inpaint callables; stop_gradient True or False (the images and masks are
     checked by :func:`composite`)."""
     _checks.function(segment, "segment", "moved (N, 3, H, W) → masks (N, 1, H, W)")
@@ -222,11 +282,15 @@ ImagePool.query = _checks.checked(_check_pool_query)(ImagePool.query)
 
 def object_scenes(size, count: int, split: str = "train", seed: int = 0, start: int = 0,
                   min_height: float = 1 / 6, scan_limit: int = 20_000) -> list[dict]:
-    """X: ``count`` scenes with an object, each ``{"image", "labels", "box", "class", "mask",
-    "background", "background_labels", "index", "object_id"}``. The object is the nearest car or person at least ``min_height`` of
-    the image tall. ``mask`` (1, H, W) is its true mask and ``background`` (3, H, W) the same
-    scene rendered without it (and without a car's contact shadow, so it differs from x just
-    outside the mask too): both are for evaluation only, never for training.
+    """X: ``count`` scenes x = ⟨O, B_x⟩ holding one object each, as dicts ``{"image", "labels",
+    "box", "class", "mask", "background", "background_labels", "index", "object_id"}``.
+
+    The object O is the scene's nearest car or person at least ``min_height`` of the image tall.
+    Every other car and person is left out of the rendering, and cars and persons are drawn
+    without contact shadows, so that B_x holds no object (as the paper's backgrounds
+    y = ⟨∅, B_y⟩) and the object's mask is the whole difference between x and B_x. ``box`` is
+    its visible extent, ``mask`` (1, H, W) its true mask and ``background`` (3, H, W) B_x, the
+    same scene without it: mask and background are for evaluation only, never for training.
 
     ``count`` ≥ 1 scenes from the ``scan_limit`` ≥ 1 scenes from ``start`` ≥ 0; ``min_height`` in (0, 1].
     The scan stops, with an error, as soon as the scenes left cannot make up ``count``."""
@@ -250,9 +314,12 @@ def object_scenes(size, count: int, split: str = "train", seed: int = 0, start: 
         if not candidates:
             continue
         chosen = min(candidates, key=lambda o: o["order"])
-        emptied = scenes.render(index, remove=[chosen["id"]])
-        found.append({"image": sample["image"], "labels": sample["label"], "box": torch.tensor(chosen["box"]),
-                      "class": chosen["class_id"], "mask": (sample["instances"] == chosen["id"]).float()[None],
+        others = [o.instance_id for o in scenes.scene(index).instances if o.instance_id != chosen["id"]]
+        alone = scenes.render(index, remove=others, shadows=False)
+        emptied = scenes.render(index, remove=others + [chosen["id"]], shadows=False)
+        (drawn,) = [o for o in alone["objects"] if o["id"] == chosen["id"]]
+        found.append({"image": alone["image"], "labels": alone["label"], "box": torch.tensor(drawn["box"]),
+                      "class": chosen["class_id"], "mask": (alone["instances"] == chosen["id"]).float()[None],
                       "background": emptied["image"], "background_labels": emptied["label"], "index": index,
                       "object_id": chosen["id"]})
         if len(found) == count:
@@ -265,10 +332,9 @@ def object_scenes(size, count: int, split: str = "train", seed: int = 0, start: 
 def background_scenes(size, count: int, split: str = "train", seed: int = 0, start: int = 0,
                       with_labels: bool = False):
     """Y: ``count`` backgrounds, (count, 3, H, W), and with ``with_labels`` their label maps
-    (count, H, W) too. Each is a scene of the same kind as X's rendered without its object (the
-    nearest car or person, and its shadow), so that Y has the distribution of X's backgrounds
-    B_x: other, farther objects stay, as they do behind x's object. Draw them from other scene
-    indices than X (``start``) so that X and Y are unpaired."""
+    (count, H, W) too. Each is a scene of the same kind as X's with no car or person at all
+    (y = ⟨∅, B_y⟩), so that Y has the distribution of X's backgrounds B_x. Draw them from other
+    scene indices than X (``start``) so that X and Y are unpaired."""
     _checks.flag(with_labels, "with_labels")
     found = object_scenes(size, count, split=split, seed=seed, start=start)
     images = torch.stack([f["background"] for f in found])
@@ -441,18 +507,21 @@ background_reconstruction_loss = _checks.checked(_check_background_reconstructio
 
 # --------------------------------------------------------------------------- the models of the chapter
 
+_PAPER = {"enhance": True, "cycle": True, "identity": True, "stop_gradient": False, "paste": "same"}
 MODEL_SPECS = {
-    "seigan": {"enhance": True, "cycle": True, "identity": True, "stop_gradient": True},
-    "no_enhancement": {"enhance": False, "cycle": True, "identity": False, "stop_gradient": True},
-    "no_cycle": {"enhance": True, "cycle": False, "identity": True, "stop_gradient": True},
-    "no_identity": {"enhance": True, "cycle": True, "identity": False, "stop_gradient": True},
-    "no_stop_gradient": {"enhance": True, "cycle": True, "identity": True, "stop_gradient": False},
+    "seigan": dict(_PAPER),
+    "seigan_stop_gradient": dict(_PAPER, stop_gradient=True),
+    "no_enhancement": dict(_PAPER, enhance=False, identity=False),
+    "no_cycle": dict(_PAPER, cycle=False),
+    "no_identity": dict(_PAPER, identity=False),
+    "paste_elsewhere": dict(_PAPER, paste="elsewhere"),
 }
-"""The trained models: SEIGAN and its three ablations, and the cycle exactly as the paper writes
-it. ``no_enhancement`` pastes plainly (ŷ = z, so it has no identity loss either); ``no_cycle``
-trains the first swap only (no x̂̂, ŷ̂: no object or background reconstruction losses);
-``no_identity`` drops ‖G_enh(x) − x‖₁; ``no_stop_gradient`` lets the object's round trip train
-the inpainter too (see :func:`double_swap`)."""
+"""The trained models: SEIGAN's cycle as the paper writes it, and its variants. ``no_enhancement``
+pastes plainly (ŷ = z, so it has no identity loss either); ``no_cycle`` trains the first swap
+only (no x̂̂, ŷ̂: no object or background reconstruction losses); ``no_identity`` drops
+‖G_enh(x) − x‖₁; ``seigan_stop_gradient`` keeps the object's round trip from training the
+inpainter (see :func:`double_swap`); ``paste_elsewhere`` pastes each object at a random new place
+on its ground line (Remez et al.'s cut-and-paste, :func:`paste_offsets`)."""
 TRAINED_MODELS = tuple(MODEL_SPECS)
 REFERENCE_MODELS = ("bbox_as_mask", "supervised_segmenter")
 MODEL_NAMES = TRAINED_MODELS + REFERENCE_MODELS
@@ -467,15 +536,15 @@ CYCLEGAN_BETAS = (0.5, 0.999)
 PROFILES = {
     "smoke": {"size": (32, 64), "train_objects": 12, "train_backgrounds": 12, "test_pairs": 24, "batch_size": 2,
               "iterations": 4, "width": 4, "depth": 4, "discriminator_width": 8, "segmenter_iterations": 4,
-              "pool_size": 4, "learning_rate": CYCLEGAN_LEARNING_RATE, "features": "judge"},
+              "pool_size": 4, "object_crop": 16, "learning_rate": CYCLEGAN_LEARNING_RATE, "features": "judge"},
     "book": {"size": (64, 128), "train_objects": 800, "train_backgrounds": 800, "test_pairs": 320,
              "batch_size": 4, "iterations": 2500, "width": 16, "depth": 5, "discriminator_width": 32,
-             "segmenter_iterations": 1500, "pool_size": POOL_SIZE, "learning_rate": CYCLEGAN_LEARNING_RATE,
-             "features": "judge"},
+             "segmenter_iterations": 1500, "pool_size": POOL_SIZE, "object_crop": 32,
+             "learning_rate": CYCLEGAN_LEARNING_RATE, "features": "judge"},
     "full": {"size": (128, 256), "train_objects": 6000, "train_backgrounds": 6000, "test_pairs": 500,
              "batch_size": 8, "iterations": 40000, "width": 32, "depth": 6, "discriminator_width": 64,
-             "segmenter_iterations": 10000, "pool_size": POOL_SIZE, "learning_rate": CYCLEGAN_LEARNING_RATE,
-             "features": "auto"},
+             "segmenter_iterations": 10000, "pool_size": POOL_SIZE, "object_crop": 64,
+             "learning_rate": CYCLEGAN_LEARNING_RATE, "features": "auto"},
 }
 
 
@@ -485,21 +554,28 @@ class SeiganTrainer(nn.Module):
     ``iteration_loss(batch, discriminator_optimizer)`` runs the double swap of a batch
     ``{"objects" x (B, 3, H, W), "boxes" (B, 4), "backgrounds" y (B, 3, H, W)}`` (x and y
     unpaired), steps both discriminators on real images and pooled fakes, and returns the
-    generators' loss (the caller steps the generators):
+    generators' loss (the caller steps the generators). With c(·) D_obj's window around the
+    object's box (:func:`box_crops`; for z and ŷ, the box where the object was pasted):
 
-        L_G = l_obj^adv(ŷ) + l_bg^adv(x̂, ŷ̂) + 10 ‖x̂̂ − x‖₁ + l_bg^rec(ŷ̂, y) + 5 ‖G_enh(x) − x‖₁
-        L_D_obj = (D_obj(x) − 1)² + ½ [D_obj(z)² + D_obj(ŷ)²]       (z, ŷ from the pool)
-        L_D_bg  = (D_bg(y) − 1)² + ½ [D_bg(x̂)² + D_bg(ŷ̂)²]          (x̂, ŷ̂ from the pool)
+        L_G = ½[l_adv(D_obj(c(ŷ))) + l_adv(D_obj(c(z)))] + l_bg^adv(x̂, ŷ̂)
+              + 10 ‖x̂̂ − x‖₁ + l_bg^rec(ŷ̂, y) + 5 ‖G_enh(x) − x‖₁
+        L_D_obj = (D_obj(c(x)) − 1)² + ½ [D_obj(c(z))² + D_obj(c(ŷ))²]     (c(z), c(ŷ) from the pool)
+        L_D_bg  = (D_bg(y) − 1)² + ½ [D_bg(x̂)² + D_bg(ŷ̂)²]                (x̂, ŷ̂ from the pool)
 
-    The second swap segments ŷ inside the same box (the object was pasted in place).
+    The term on the plain paste z lets D_obj reach G_seg directly, not only through G_enh (which
+    can repair a seam itself); without an enhancer ŷ = z and the term is counted once. The second
+    swap segments ŷ inside the box where the object was pasted.
     """
 
     def __init__(self, spec: dict, settings: dict, features=None, seed: int = 0):
         super().__init__()
-        _checks.settings(spec, ("enhance", "cycle", "identity", "stop_gradient"), "spec")
+        _checks.settings(spec, ("enhance", "cycle", "identity", "stop_gradient", "paste"), "spec")
         for key in ("enhance", "cycle", "identity", "stop_gradient"):
             _checks.flag(spec[key], f"spec[{key!r}]")
-        _checks.profile_settings(settings, PROFILES, ("width", "depth", "discriminator_width", "pool_size"))
+        check_choice(spec["paste"], "spec['paste']", PASTE_PLACES)
+        _checks.profile_settings(settings, PROFILES, ("width", "depth", "discriminator_width", "pool_size",
+                                                      "object_crop"))
+        check_int(settings["object_crop"], "settings['object_crop']", minimum=16)
         if features is not None:
             _checks.function(features, "features", "a frozen feature extractor: images → list of feature maps")
         check_seed(seed)
@@ -512,13 +588,14 @@ class SeiganTrainer(nn.Module):
         self.object_discriminator = ImageDiscriminator(settings["discriminator_width"])
         self._features = (features,)   # frozen and not a submodule: kept out of state_dict and the optimizers
         self.noise = torch.Generator().manual_seed(seed * 7919 + 101)
+        self.places = torch.Generator().manual_seed(seed * 7919 + 202)   # paste_elsewhere's new places
         self.pools = {kind: ImagePool(settings["pool_size"], POOL_PROBABILITY,
                                       torch.Generator().manual_seed(seed * 7919 + 1000 + k))
                       for k, kind in enumerate(("pasted", "moved", "inpainted", "background_cycle"))}
 
     def get_extra_state(self) -> dict:
         """The random streams and the pools' contents, so that a resumed run continues exactly."""
-        return {"noise": self.noise.get_state(),
+        return {"noise": self.noise.get_state(), "places": self.places.get_state(),
                 "pools": {kind: {"generator": pool.generator.get_state(), "images": [i.cpu() for i in pool.images]}
                           for kind, pool in self.pools.items()}}
 
@@ -531,6 +608,8 @@ class SeiganTrainer(nn.Module):
             raise CheckpointError("the SEIGAN trainer's extra state must be a dict with 'noise' and 'pools' (one per "
                                   f"kind of fake, {sorted(self.pools)}), as get_extra_state writes it")
         self.noise.set_state(state["noise"])
+        if "places" in state:
+            self.places.set_state(state["places"])
         for kind, saved in state["pools"].items():
             self.pools[kind].generator.set_state(saved["generator"])
             self.pools[kind].images = list(saved["images"])
@@ -550,17 +629,28 @@ class SeiganTrainer(nn.Module):
         noise = torch.randn(composites[:, :1].shape, generator=self.noise).to(composites)
         return self.enhancer(composites, noise)
 
-    def forward(self, objects: torch.Tensor, boxes, backgrounds: torch.Tensor, cycle: bool = True) -> dict:
-        """The swap (and with ``cycle`` the swap back): ``{"masks", "pasted", "moved", "inpainted"}``
-        and ``"second_masks", "object_cycle", "background_cycle"``. objects and backgrounds (N, 3, H, W)
-        in [0, 1] of one shape, boxes (N, 4)."""
+    def crops(self, images: torch.Tensor, boxes) -> torch.Tensor:
+        """D_obj's view: :func:`box_crops` at the profile's ``object_crop`` size."""
+        return box_crops(images, boxes, self.settings["object_crop"])
+
+    def forward(self, objects: torch.Tensor, boxes, backgrounds: torch.Tensor, cycle: bool = True,
+                offsets=None) -> dict:
+        """The swap (and with ``cycle`` the swap back): ``{"masks", "pasted", "moved", "inpainted",
+        "paste_boxes"}`` and ``"second_masks", "object_cycle", "background_cycle"``. objects and
+        backgrounds (N, 3, H, W) in [0, 1] of one shape, boxes (N, 4); ``offsets`` (N,) pastes each
+        object that many pixels to the right (None: where it was)."""
         _check_pairs(objects, backgrounds)
         _checks.flag(cycle, "cycle")
         masks = self.segmenter(objects, boxes)
+        paste_boxes = torch.as_tensor(boxes) if offsets is None else shift_boxes(boxes, offsets)
+        if offsets is not None:
+            box_masks(paste_boxes, objects.shape[-2:])   # the moved boxes must stay in the frame
         if not cycle:
-            return {"masks": masks, **swap(objects, backgrounds, masks, self.enhance, self.inpainter)}
-        return {"masks": masks, **double_swap(objects, backgrounds, masks, lambda moved: self.segmenter(moved, boxes),
-                                              self.enhance, self.inpainter, self.spec["stop_gradient"])}
+            out = swap(objects, backgrounds, masks, self.enhance, self.inpainter, offsets)
+        else:
+            out = double_swap(objects, backgrounds, masks, lambda moved: self.segmenter(moved, paste_boxes),
+                              self.enhance, self.inpainter, self.spec["stop_gradient"], offsets)
+        return {"masks": masks, "paste_boxes": paste_boxes, **out}
 
     def iteration_loss(self, batch: dict, discriminator_optimizer) -> tuple[torch.Tensor, dict]:
         """batch {"objects", "boxes", "backgrounds"} as :meth:`forward`; discriminator_optimizer a torch
@@ -573,19 +663,22 @@ class SeiganTrainer(nn.Module):
                              "reconstruction loss compares their maps (see seigan_runs.reconstruction_features)")
         x, boxes, y = batch["objects"], batch["boxes"], batch["backgrounds"]
         cycle = self.spec["cycle"]
-        out = self(x, boxes, y, cycle=cycle)
+        offsets = paste_offsets(boxes, x.shape[-1], self.places) if self.spec["paste"] == "elsewhere" else None
+        out = self(x, boxes, y, cycle=cycle, offsets=offsets)
         d_obj, d_bg = self.object_discriminator, self.background_discriminator
         logs = {"mask_mean": float(out["masks"].detach().sum() / box_masks(boxes, x.shape[-2:]).sum())}
+        pasted_crops = self.crops(out["pasted"], out["paste_boxes"])
+        moved_crops = self.crops(out["moved"], out["paste_boxes"]) if self.enhancer is not None else None
 
         # discriminators first, on real images and pooled (detached) fakes, so that the
         # generators' adversarial terms below see the updated D
-        object_fakes = [self.pools["pasted"].query(out["pasted"])]
+        object_fakes = [self.pools["pasted"].query(pasted_crops)]
         if self.enhancer is not None:
-            object_fakes.append(self.pools["moved"].query(out["moved"]))
+            object_fakes.append(self.pools["moved"].query(moved_crops))
         background_fakes = [self.pools["inpainted"].query(out["inpainted"])]
         if cycle:
             background_fakes.append(self.pools["background_cycle"].query(out["background_cycle"]))
-        object_d = lsgan_loss(d_obj(x), True) + sum(lsgan_loss(d_obj(f), False) for f in object_fakes) \
+        object_d = lsgan_loss(d_obj(self.crops(x, boxes)), True) + sum(lsgan_loss(d_obj(f), False) for f in object_fakes) \
             / len(object_fakes)
         background_d = lsgan_loss(d_bg(y), True) + sum(lsgan_loss(d_bg(f), False) for f in background_fakes) \
             / len(background_fakes)
@@ -596,7 +689,9 @@ class SeiganTrainer(nn.Module):
 
         # generators (the caller steps them; the gradients this leaves on D are cleared by D's next step)
         weights = LOSS_WEIGHTS
-        object_adversarial = lsgan_loss(d_obj(out["moved"]), True)
+        object_adversarial = lsgan_loss(d_obj(pasted_crops), True)
+        if self.enhancer is not None:
+            object_adversarial = (object_adversarial + lsgan_loss(d_obj(moved_crops), True)) / 2
         generated_backgrounds = [out["inpainted"]] + ([out["background_cycle"]] if cycle else [])
         background_adversarial = sum(lsgan_loss(d_bg(f), True) for f in generated_backgrounds) \
             / len(generated_backgrounds)
