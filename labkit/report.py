@@ -168,6 +168,8 @@ PAPER_EVIDENCE = {
             "Human assessors preferred the enhanced composites",
         "Inpainting restores a plausible background":
             "Figures of removed objects; inpainting is one of the three jointly trained parts",
+        "The cycle as the paper writes it trains without collapsing (no stop-gradient needed)":
+            "The training objective (§2) back-propagates the whole cycle; the paper's masks are not empty",
         "The cycle helps (the paper's ablation)":
             "Ablation without the cycle (arXiv §4)",
         "The identity loss helps (the paper's ablation)":

@@ -95,17 +95,30 @@ def test_the_cycle_of_an_identity_swap_is_exact(pairs):
     assert not torch.allclose(soft["object_cycle"], x)
 
 
-def test_object_scenes_have_true_masks_inside_their_boxes_and_true_backgrounds(pairs):
+OBJECT_IDS = (CLASS_INDEX["car"], CLASS_INDEX["person"])
+
+
+def _object_pixels(labels):
+    return (labels == OBJECT_IDS[0]) | (labels == OBJECT_IDS[1])
+
+
+def test_object_scenes_hold_one_object_whose_mask_is_the_whole_difference_from_its_background(pairs):
+    """The paper's x = ⟨O, B_x⟩ and y = ⟨∅, B_y⟩: x holds exactly its one object (no other car or
+    person, no contact shadow), so x and B_x differ on the object's mask and nowhere else; the
+    backgrounds hold no object at all."""
     objects, backgrounds = pairs
     for o in objects:
-        assert o["class"] in (CLASS_INDEX["car"], CLASS_INDEX["person"])
+        assert o["class"] in OBJECT_IDS
         mask, box = o["mask"], o["box"]
         assert mask.sum() > 0 and (mask * (1 - seigan.box_masks(box[None], SIZE)[0])).sum() == 0
         changed = (o["image"] - o["background"]).abs().amax(0) > 0
-        assert changed[mask[0] > 0].float().mean() > 0.9   # the object was there, and is gone
-        # elsewhere only its contact shadow (cars) changes, right below the object
-        outside = changed & (mask[0] == 0)
-        assert outside.float().sum() <= mask.sum()
+        assert torch.equal(changed, mask[0] > 0)
+        assert torch.equal(_object_pixels(o["labels"]), mask[0] > 0)
+        assert not _object_pixels(o["background_labels"]).any()
+        ys, xs = torch.nonzero(mask[0], as_tuple=True)   # the box is the mask's extent
+        assert box.tolist() == [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+    _, labels = seigan.background_scenes(SIZE, 3, split="test", start=500, with_labels=True)
+    assert not _object_pixels(labels).any()
     assert backgrounds.shape == (3, 3, *SIZE)
     # unpaired: no background is one of the object scenes' own backgrounds
     assert not any(torch.equal(b, o["background"]) for b in backgrounds for o in objects)
@@ -127,15 +140,61 @@ def test_segmenter_masks_are_in_zero_one_and_zero_outside_the_box(pairs):
         seigan.Segmenter(base_width=4, depth=4)(x, boxes[:2])
 
 
-def test_the_enhancer_starts_as_the_identity_and_the_inpainter_fills_the_whole_image(pairs):
+def test_the_enhancer_starts_as_the_identity_and_the_inpainted_image_keeps_what_the_inpainter_sees(pairs):
+    """x̂ = m ⊙ G_inp((1 − m) ⊙ x) + (1 − m) ⊙ x: G_inp's output shows in the hole only."""
     objects, backgrounds = pairs
-    x = _stack(objects, "image")
+    x, masks = _stack(objects, "image"), _stack(objects, "mask")
     torch.manual_seed(0)
     assert torch.equal(seigan.Enhancer(4, 4)(x), x)
-    inpainted = seigan.Inpainter(4, 4)(seigan.cut_out(_stack(objects, "mask"), x))
-    assert inpainted.shape == x.shape and inpainted.min() >= 0 and inpainted.max() <= 1
+    inpainter = seigan.Inpainter(4, 4)
+    drawn = inpainter(seigan.cut_out(masks, x))
+    assert drawn.shape == x.shape and drawn.min() >= 0 and drawn.max() <= 1
+    filled = seigan.swap(x, backgrounds, masks, lambda z: z, inpainter)["inpainted"]
+    hole = masks.expand_as(x) > 0
+    assert torch.equal(filled[~hole], x[~hole]) and torch.equal(filled[hole], drawn[hole])
+    assert not torch.equal(filled[hole], x[hole])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         seigan.Inpainter(4, 4)(x * 2 - 1)
+
+
+def test_box_crops_frame_the_box_with_its_context():
+    """A square box filled with one colour on another: with context 1 the crop is the box's colour
+    throughout; with context 2 the window is twice the box, so its rim shows the outside; beyond the
+    frame the crop is zero; and the crop passes gradients back to the image."""
+    image = torch.full((1, 3, 32, 64), 0.25)
+    image[..., 8:16, 20:28] = 0.75
+    box = torch.tensor([[20, 8, 28, 16]])
+    tight = seigan.box_crops(image, box, 8, context=1.0)   # one sample per pixel centre: exact
+    assert tight.shape == (1, 3, 8, 8) and torch.allclose(tight, torch.full_like(tight, 0.75))
+    upsampled = seigan.box_crops(image, box, 16, context=1.0)
+    assert torch.allclose(upsampled[..., 1:-1, 1:-1], torch.full((1, 3, 14, 14), 0.75))   # rims blend bilinearly
+    wide = seigan.box_crops(image, box, 16, context=2.0)
+    assert torch.allclose(wide[..., 4:12, 4:12], torch.full((1, 3, 8, 8), 0.75))
+    assert torch.allclose(wide[..., 0, :], torch.full((1, 3, 16), 0.25))
+    edge = seigan.box_crops(image, torch.tensor([[0, 0, 8, 8]]), 16, context=2.0)
+    assert float(edge[..., 0, 0].abs().max()) == 0.0   # outside the frame
+    wanted = image.clone().requires_grad_()
+    seigan.box_crops(wanted, box, 16).sum().backward()
+    assert wanted.grad[..., 8:16, 20:28].abs().sum() > 0 and wanted.grad[..., :, :4].abs().sum() == 0
+
+
+def test_pasting_elsewhere_moves_the_object_along_its_ground_line_and_the_cycle_brings_it_back(pairs):
+    objects, backgrounds = pairs
+    x, masks, boxes = _stack(objects, "image"), _stack(objects, "mask"), _stack(objects, "box")
+    offsets = seigan.paste_offsets(boxes, SIZE[1], torch.Generator().manual_seed(3))
+    moved_boxes = seigan.shift_boxes(boxes, offsets)
+    assert (moved_boxes[:, 0] >= 0).all() and (moved_boxes[:, 2] <= SIZE[1]).all()
+    assert torch.equal(moved_boxes[:, 1::2], boxes[:, 1::2]) and (offsets != 0).any()
+    draws = torch.cat([seigan.paste_offsets(boxes, SIZE[1], torch.Generator().manual_seed(k)) for k in range(200)])
+    lowest, highest = -boxes[:, 0], SIZE[1] - boxes[:, 2]
+    assert int(draws.view(200, -1).min(0).values.sub(lowest).abs().max()) == 0   # every place can be drawn,
+    assert int(draws.view(200, -1).max(0).values.sub(highest).abs().max()) == 0  # the edges included
+    out = seigan.double_swap(x, backgrounds, masks, segment=lambda images: seigan.shift_images(masks, offsets),
+                             enhance=lambda z: z, inpaint=lambda holed: holed, offsets=offsets)
+    moved_masks = seigan.shift_images(masks, offsets)
+    placed = moved_masks.expand_as(x) > 0
+    assert torch.equal(out["pasted"][placed], seigan.shift_images(x, offsets)[placed])
+    assert torch.equal(out["object_cycle"], x)
 
 
 def test_background_reconstruction_loss_is_zero_for_the_background_itself(pairs):

@@ -62,9 +62,9 @@ def test_smoke_run_records_every_required_metric_with_provenance(smoke_run):
     assert set(record["metrics"]) == set(seigan.MODEL_NAMES) and record["stale"] == []
     for name in seigan.MODEL_NAMES:
         metrics = record["metrics"][name]
-        keys = ("mask_iou", "frechet_distance", "fcn_miou")
+        keys = ("mask_iou", "mask_precision", "mask_recall", "mask_area_ratio", "frechet_distance", "fcn_miou")
         if name in seigan.TRAINED_MODELS:
-            keys += ("inpaint_psnr", "inpaint_ssim", "inpaint_psnr_box", "inpaint_frechet")
+            keys += ("inpaint_psnr", "inpaint_ssim", "inpaint_perceptual", "inpaint_psnr_box", "inpaint_frechet")
             assert metrics["steps"] == SMOKE["iterations"] and metrics["finished"]
         else:
             assert "inpaint_psnr" not in metrics
@@ -76,6 +76,8 @@ def test_smoke_run_records_every_required_metric_with_provenance(smoke_run):
     assert reference["true_mask_paste"]["mask_iou"] == 1.0
     assert 0 < record["metrics"]["bbox_as_mask"]["mask_iou"] < 1
     assert math.isfinite(reference["object_left_in"]["inpaint_psnr"])
+    # classical inpainting of the true hole does better in the hole than leaving the object in
+    assert reference["biharmonic_fill"]["inpaint_psnr"] > reference["object_left_in"]["inpaint_psnr"]
     assert record["metrics"]["supervised_segmenter"]["steps"] == SMOKE["segmenter_iterations"]
 
 
@@ -136,20 +138,27 @@ def test_load_models_names_missing_corrupt_and_wrong_files(tmp_path, smoke_run):
 
 
 def _record(**overrides):
-    base = {"mask_iou": 0.8, "inpaint_psnr_box": 20.0, "frechet_distance": 1.0, "fcn_miou": 0.6,
-            "inpaint_frechet": 1.0}
+    base = {"mask_iou": 0.8, "mask_area_ratio": 1.0, "inpaint_psnr": 20.0, "inpaint_perceptual": 0.1,
+            "frechet_distance": 1.0, "fcn_miou": 0.6, "inpaint_frechet": 1.0}
     metrics = {name: dict(base) for name in seigan.MODEL_NAMES}
     for name, values in overrides.items():
         metrics[name].update(values)
-    return {"metrics": metrics, "reference": {"object_left_in": {"inpaint_psnr_box": 15.0, "inpaint_frechet": 2.0}}}
+    left_in = {"inpaint_psnr": 15.0, "inpaint_perceptual": 0.3, "inpaint_frechet": 2.0}
+    return {"metrics": metrics, "reference": {"object_left_in": left_in, "biharmonic_fill": dict(left_in)}}
 
 
 def test_claims_follow_the_comparisons():
     good = seigan_runs.claims(_record(bbox_as_mask={"mask_iou": 0.7}, supervised_segmenter={"mask_iou": 0.85},
                                       no_enhancement={"frechet_distance": 2.0, "fcn_miou": 0.5},
-                                      no_cycle={"mask_iou": 0.7, "inpaint_psnr_box": 18.0, "frechet_distance": 2.0}))
+                                      seigan_stop_gradient={"mask_iou": 0.75},
+                                      no_cycle={"mask_iou": 0.7, "inpaint_psnr": 18.0, "frechet_distance": 2.0}))
     verdicts = [row["verdict"] for row in good]
-    assert verdicts[:4] == ["holds"] * 4 and verdicts[4] == "does not hold"
+    assert verdicts[:5] == ["holds"] * 5 and verdicts[5] == "does not hold"
+    assert "biharmonic" in good[2]["evidence"]
+    # masks that shrank below half the true area have collapsed, whatever their IoU
+    collapsed = seigan_runs.claims(_record(seigan={"mask_area_ratio": 0.3}, seigan_stop_gradient={"mask_iou": 0.9}))
+    assert collapsed[3]["verdict"] == "does not hold"
+    assert seigan_runs.claims(_record(seigan={"mask_area_ratio": 0.3}))[3]["verdict"] == "mixed"
     bad = seigan_runs.claims(_record(bbox_as_mask={"mask_iou": 0.9}, supervised_segmenter={"mask_iou": 0.95}))
     assert bad[0]["verdict"] == "does not hold" and "box as mask 0.900" in bad[0]["evidence"]
     # closing less than half of the gap from the box to full supervision is only "mixed"
@@ -211,3 +220,54 @@ def test_committed_book_artefacts_match_the_book_profile():
     for extra in (False, True):
         assert seigan_runs.exported_path("book", extra).stat().st_size < 8 * 2 ** 20
     assert all((seigan_runs.record_dir("book") / "samples" / f"{name}.png").is_file() for name in seigan.MODEL_NAMES)
+
+
+def test_smoke_record_keeps_the_diagnostics(smoke_run):
+    _, _, record = smoke_run
+    found = record["diagnostics"]
+    assert [row["step"] for row in found["early_dynamics"]] == list(seigan_runs.EARLY_STEPS)
+    assert set(found["early_dynamics"][0]["terms"]) == {"object_adversarial", "background_adversarial",
+                                                        "object_reconstruction", "background_reconstruction", "identity"}
+    for kind in ("box", "true_mask"):
+        assert 0.0 <= found["paste_detectability"][kind] <= 1.0
+    assert set(found["models"]) == set(seigan.TRAINED_MODELS)
+    assert found["models"]["no_cycle"]["mask_pressures"]["terms"].keys() == {"object_adversarial",
+                                                                            "background_adversarial", "identity"}
+
+
+def test_early_dynamics_replays_the_recorded_runs_first_steps(tmp_path):
+    """early_dynamics retrains seigan from the recorded run's initial weights and batches: after 3
+    steps its masks are those of train_model stopped after 3 steps."""
+    settings = dict(SMOKE, iterations=6, pool_size=2)
+    data = seigan_runs.chapter_data(settings)
+    features = seigan_runs.reconstruction_features(settings, "cpu")
+    rows = seigan_runs.early_dynamics(data, settings, features, steps=(0, 3), pairs=4)
+    trainer, _ = seigan_runs.train_model("seigan", data, settings, "cpu", tmp_path, features, progress=False,
+                                         stop_after=3)
+    with torch.no_grad():
+        masks = trainer.segmenter(data["test"]["objects"][:4], data["test"]["boxes"][:4])
+    area = float(seigan_runs.mask_overlap(masks, data["test"]["masks"][:4])["area_ratio"].mean())
+    assert rows[1]["step"] == 3 and rows[1]["mask_area_ratio"] == pytest.approx(area, abs=1e-6)
+    assert rows[0]["mask_area_ratio"] != pytest.approx(area, abs=1e-6)   # the masks did move
+
+
+def test_a_saturated_mask_passes_almost_none_of_a_losss_push_to_the_segmenter():
+    from labkit.features import load_feature_extractor
+
+    data = seigan_runs.chapter_data(SMOKE, splits=("test",))
+    torch.manual_seed(0)
+    trainer = seigan.SeiganTrainer(seigan.MODEL_SPECS["seigan"], SMOKE, load_feature_extractor("judge"))
+    free = seigan_runs.mask_pressures(trainer, data["test"], pairs=8)
+    with torch.no_grad():
+        trainer.segmenter.net.up[1].bias.fill_(20.0)   # tanh(a) = 1: the whole box, saturated
+    stuck = seigan_runs.mask_pressures(trainer, data["test"], pairs=8)
+    assert free["saturated_share"] < 0.5 and stuck["saturated_share"] == 1.0
+    push = stuck["terms"]["object_adversarial"]
+    assert abs(push["object_mask"]) > 0 and push["object_logit"] == 0.0
+    assert all(value == 0.0 for value in stuck["terms"]["identity"].values())   # G_enh(x) has no path to m
+
+
+def test_auc_counts_real_above_fake_and_ties_half():
+    assert seigan_runs._auc(torch.tensor([2.0, 3.0]), torch.tensor([0.0, 1.0])) == 1.0
+    assert seigan_runs._auc(torch.tensor([0.0]), torch.tensor([1.0, 2.0])) == 0.0
+    assert seigan_runs._auc(torch.tensor([1.0, 1.0]), torch.tensor([1.0])) == 0.5

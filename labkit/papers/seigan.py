@@ -536,7 +536,7 @@ CYCLEGAN_BETAS = (0.5, 0.999)
 PROFILES = {
     "smoke": {"size": (32, 64), "train_objects": 12, "train_backgrounds": 12, "test_pairs": 24, "batch_size": 2,
               "iterations": 4, "width": 4, "depth": 4, "discriminator_width": 8, "segmenter_iterations": 4,
-              "pool_size": 4, "object_crop": 16, "learning_rate": CYCLEGAN_LEARNING_RATE, "features": "judge"},
+              "pool_size": 4, "object_crop": 24, "learning_rate": CYCLEGAN_LEARNING_RATE, "features": "judge"},
     "book": {"size": (64, 128), "train_objects": 800, "train_backgrounds": 800, "test_pairs": 320,
              "batch_size": 4, "iterations": 2500, "width": 16, "depth": 5, "discriminator_width": 32,
              "segmenter_iterations": 1500, "pool_size": POOL_SIZE, "object_crop": 32,
@@ -575,7 +575,7 @@ class SeiganTrainer(nn.Module):
         check_choice(spec["paste"], "spec['paste']", PASTE_PLACES)
         _checks.profile_settings(settings, PROFILES, ("width", "depth", "discriminator_width", "pool_size",
                                                       "object_crop"))
-        check_int(settings["object_crop"], "settings['object_crop']", minimum=16)
+        check_int(settings["object_crop"], "settings['object_crop']", minimum=24)   # a 3-layer PatchGAN's least
         if features is not None:
             _checks.function(features, "features", "a frozen feature extractor: images → list of feature maps")
         check_seed(seed)
@@ -688,30 +688,34 @@ class SeiganTrainer(nn.Module):
         logs.update(object_discriminator=float(object_d.detach()), background_discriminator=float(background_d.detach()))
 
         # generators (the caller steps them; the gradients this leaves on D are cleared by D's next step)
-        weights = LOSS_WEIGHTS
+        terms = self.generator_terms(out, x, y, pasted_crops, moved_crops)
+        loss = sum(LOSS_WEIGHTS[name] * value for name, value in terms.items())
+        logs.update({name: float(value.detach()) for name, value in terms.items()})
+        return loss, logs
+
+    def generator_terms(self, out: dict, objects: torch.Tensor, backgrounds: torch.Tensor,
+                        pasted_crops: torch.Tensor, moved_crops: torch.Tensor | None) -> dict:
+        """The generators' loss terms, unweighted, in the order they are summed (weights
+        ``LOSS_WEIGHTS``): ``object_adversarial``, ``background_adversarial`` and, with the cycle,
+        ``object_reconstruction`` and ``background_reconstruction``, and ``identity`` where the spec
+        has it. ``out`` is :meth:`forward`'s output for (objects, backgrounds); the crops are D_obj's
+        windows of z and ŷ at the paste boxes (``moved_crops`` None without an enhancer)."""
+        d_obj, d_bg = self.object_discriminator, self.background_discriminator
+        cycle = "object_cycle" in out
         object_adversarial = lsgan_loss(d_obj(pasted_crops), True)
         if self.enhancer is not None:
             object_adversarial = (object_adversarial + lsgan_loss(d_obj(moved_crops), True)) / 2
         generated_backgrounds = [out["inpainted"]] + ([out["background_cycle"]] if cycle else [])
-        background_adversarial = sum(lsgan_loss(d_bg(f), True) for f in generated_backgrounds) \
-            / len(generated_backgrounds)
-        loss = weights["object_adversarial"] * object_adversarial \
-            + weights["background_adversarial"] * background_adversarial
-        logs.update(object_adversarial=float(object_adversarial.detach()),
-                    background_adversarial=float(background_adversarial.detach()))
+        terms = {"object_adversarial": object_adversarial,
+                 "background_adversarial": sum(lsgan_loss(d_bg(f), True) for f in generated_backgrounds)
+                 / len(generated_backgrounds)}
         if cycle:
-            object_reconstruction = F.l1_loss(out["object_cycle"], x)
-            background_reconstruction, _ = _background_reconstruction_loss(out["background_cycle"], y,
-                                                                           self._features[0])
-            loss = loss + weights["object_reconstruction"] * object_reconstruction \
-                + weights["background_reconstruction"] * background_reconstruction
-            logs.update(object_reconstruction=float(object_reconstruction.detach()),
-                        background_reconstruction=float(background_reconstruction.detach()))
+            terms["object_reconstruction"] = F.l1_loss(out["object_cycle"], objects)
+            terms["background_reconstruction"], _ = _background_reconstruction_loss(out["background_cycle"],
+                                                                                     backgrounds, self._features[0])
         if self.spec["identity"]:
-            identity = F.l1_loss(self.enhance(x), x)
-            loss = loss + weights["identity"] * identity
-            logs["identity"] = float(identity.detach())
-        return loss, logs
+            terms["identity"] = F.l1_loss(self.enhance(objects), objects)
+        return terms
 
 
 def _check_pairs(objects, backgrounds) -> None:
