@@ -41,7 +41,7 @@ its main model, built from the chapter's own classes and ``PROFILES`` settings:
   before timing, and replayed.
 - ``seigan``: ``SeiganTrainer.iteration_loss`` of model ``seigan``: the double
   swap (G_seg, G_enh, G_inp, twice), one step of both discriminators on pooled
-  fakes, the generators' adversarial, cycle, background perceptual/texture and
+  fakes (D_obj on windows around the box), the generators' adversarial, cycle, background perceptual/texture and
   identity losses, backward, one Adam step. One image is one (object scene,
   background) pair. The pools of past fakes are filled before timing, as they
   are after the first iterations of a run.
@@ -354,9 +354,12 @@ def build_seigan(settings, device, channels_last=False, compiled=False) -> Workl
     torch.manual_seed(SEED)
     trainer = SeiganTrainer(MODEL_SPECS["seigan"], settings, features, SEED).train()
     _prepare([trainer], [features], device, channels_last)
-    filler = torch.cat([b["objects"] for b in batches])   # the pools of past fakes, full as in a run
-    for pool in trainer.pools.values():
-        pool.images = [filler[i % len(filler)].clone() for i in range(pool.size)]
+    # the pools of past fakes, full as in a run: D_obj's hold windows around the box, D_bg's whole images
+    filler = torch.cat([b["objects"] for b in batches])
+    crops = trainer.crops(filler, torch.cat([torch.as_tensor(b["boxes"]) for b in batches]))
+    for kind, pool in trainer.pools.items():
+        stored = crops if kind in ("pasted", "moved") else filler
+        pool.images = [stored[i % len(stored)].clone() for i in range(pool.size)]
     generator_optimizer = torch.optim.Adam(trainer.generator_parameters(), lr=settings["learning_rate"],
                                            betas=CYCLEGAN_BETAS)
     discriminator_optimizer = torch.optim.Adam(trainer.discriminator_parameters(), lr=settings["learning_rate"],
