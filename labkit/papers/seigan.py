@@ -728,29 +728,36 @@ _BOOK = PROFILES["book"]
 DEVIATIONS = [
     "No official code exists. Every architecture, weight and schedule below is our choice from the paper's "
     "description; the reference notes could not verify the paper's layer counts, loss weights or numbers.",
-    f"Data: procedural StreetScenes at {_BOOK['size'][0]}×{_BOOK['size'][1]} (book) instead of real photographs. "
-    "X: scenes with their nearest car or person at least a sixth of the image tall, with its box "
-    f"({_BOOK['train_objects']} for training). Y: other scenes rendered without their own nearest object, so "
-    "that Y has the distribution of X's backgrounds (farther objects stay in both). X and Y come from "
-    "disjoint scene indices and are drawn independently in every batch. The true masks and backgrounds are "
-    "used only to evaluate, and to train the supervised reference.",
-    "The object is pasted where it was (the same box in y). The paper's enhancement network also handles "
-    "objects whose size or place does not fit the new background; that case is not exercised here.",
+    f"Data: procedural StreetScenes at {_BOOK['size'][0]}×{_BOOK['size'][1]} (book) instead of real photographs, "
+    "built to the paper's definitions x = ⟨O, B_x⟩ and y = ⟨∅, B_y⟩. X: scenes whose nearest car or person is "
+    f"at least a sixth of the image tall ({_BOOK['train_objects']} for training), rendered with that object only "
+    "(every other car and person left out), with its box. Y: scenes of the same kind rendered with no car or "
+    "person at all. X and Y come from disjoint scene indices and are drawn independently in every batch. The true "
+    "masks and backgrounds are used only to evaluate, and to train the supervised reference.",
+    "Cars and persons are drawn without contact shadows in this chapter (the other chapters' scenes have them), "
+    "so that x and its background differ exactly on the object's mask. With shadows, a mask clipped to the box "
+    "leaves the shadow behind, and no mask is both correct and realistic to paste.",
+    "The object is pasted where it was (the same box in y), except in `paste_elsewhere`, which pastes it at a "
+    "random place on the same image row (Remez et al.'s cut-and-paste, kept on the object's ground line so that "
+    "its scale fits). The paper's enhancement network also handles objects whose size or place does not fit the "
+    "new background; that case is not exercised here.",
     f"Generators: pix2pix U-Nets ({_BOOK['depth']} downsamplings, base width {_BOOK['width']}) for all three, "
     "not the paper's architectures. G_seg receives the box as a fourth input channel and its mask is "
     "multiplied by the box. G_enh adds a residual to z, with a zero-initialised last layer (it starts as the "
     "identity), and one channel of per-pixel Gaussian noise. G_inp receives (1 − m) ⊙ x only, as in the "
-    "paper, and outputs the whole image.",
+    "paper, and its output is composited into the hole: x̂ = m ⊙ G_inp((1 − m) ⊙ x) + (1 − m) ⊙ x, the usual "
+    "form of inpainting (the paper writes x̂ = G_inp((1 − m) ⊙ x)).",
     f"Discriminators: pix2pix PatchGANs on the image alone (3 strided layers, width "
-    f"{_BOOK['discriminator_width']}), least-squares GAN losses (CycleGAN's). D_obj judges both the plain "
-    "paste z and the enhanced ŷ as fakes; the generators' object adversarial term is on ŷ only, so G_seg "
-    "learns from D_obj through G_enh. Both discriminators step first in each iteration, then the "
-    "generators (CycleGAN steps the generators first).",
-    "The second swap pastes the object back onto x̂ with its gradient stopped (x̂.detach()), so the "
-    "object's round trip x̂̂ ≈ x trains the segmenter and the enhancer but not the inpainter. In the cycle as "
-    "the paper writes it, the inpainter can learn to pass the object through the hole, and then the empty "
-    "mask satisfies every reconstruction loss; in our book run of it the masks shrank to nothing. "
-    "`no_stop_gradient` is that cycle, recorded.",
+    f"{_BOOK['discriminator_width']}), least-squares GAN losses (CycleGAN's). D_bg judges whole images. D_obj "
+    f"judges a window around the object's box (a square of {CROP_CONTEXT:g} × the box's longer side, resampled "
+    f"to {_BOOK['object_crop']}×{_BOOK['object_crop']} at the book profile), not the whole image: on the whole "
+    "frame it cannot know where the object is. D_obj judges both the plain paste z and the enhanced ŷ as fakes, "
+    "and the generators' object adversarial term averages the two, so that G_seg hears D_obj directly and not "
+    "only through G_enh (which can repair a seam itself). Both discriminators step first in each iteration, "
+    "then the generators (CycleGAN steps the generators first).",
+    "The main model `seigan` is the cycle as the paper writes it: the object's round trip x̂̂ ≈ x trains the "
+    "inpainter too. `seigan_stop_gradient` pastes the object back onto x̂ detached (our earlier deviation, "
+    "which the previous set-up needed to keep its masks from collapsing); it is recorded for comparison.",
     f"Loss weights (ours): {', '.join(f'{k} {v:g}' for k, v in LOSS_WEIGHTS.items())}. The background "
     "adversarial term averages over x̂ and ŷ̂.",
     "Background reconstruction: the judge's encoder (our scene segmenter, stages enc1–enc2 for the "
@@ -763,5 +770,6 @@ DEVIATIONS = [
     "and a supervised segmenter, and realism by human assessors. Here masks are thresholded at ½ and "
     "compared with the true masks; the references are the box itself and G_seg's architecture trained on "
     "the true masks; realism is a Fréchet distance and an FCN-score on our judge's features (a network "
-    "trained on these scenes, not Inception); inpainting is scored against the true background.",
+    "trained on these scenes, not Inception); inpainting is scored in the hole against the true background, "
+    "with a classical biharmonic fill of the true hole as a reference.",
 ]
