@@ -221,6 +221,11 @@ WRONG_TYPE = [
     row(lambda: seigan_trainer(cycle=False).iteration_loss(seigan_test_data(), "sgd"), "discriminator_optimizer",
         id="seigan-iteration-optimizer-string"),
     row(lambda: seigan_runs.chapter_data(SMOKE["seigan"], splits="test"), "splits", id="seigan-splits-string"),
+    row(lambda: seigan.paste_offsets(boxes(2), "64", torch.Generator()), "width", id="seigan-paste-offsets-width-str"),
+    row(lambda: seigan.paste_offsets(boxes(2), SIZE[1], None), "generator", id="seigan-paste-offsets-no-generator"),
+    row(lambda: seigan.shift_images(images(2), "ab"), "offsets", id="seigan-shift-offsets-string"),
+    row(lambda: seigan_runs.early_dynamics({"train": {}, "test": {}}, SMOKE["seigan"], None, steps=5), "steps",
+        id="seigan-early-steps-int"),
 ]
 
 BOOL_AS_INT = [
@@ -250,10 +255,19 @@ FLOAT_AS_INT = [
     row(lambda: srn.known_box((32.0, 64.0), "left"), "size", id="srn-known-box-float-size"),
     row(lambda: srn.subpixel_expand(torch.zeros(1, 4, 2, 2), 1.0, 2), "r1", id="srn-subpixel-float-ratio"),
     row(lambda: seigan.box_masks(torch.tensor([[1.5, 2.0, 8.0, 9.0]]), SIZE), "boxes", id="seigan-fractional-box"),
+    row(lambda: seigan.shift_boxes(boxes(2), torch.tensor([1.5, 0.0])), "offsets", id="seigan-fractional-offset"),
     row(lambda: seigan.ImagePool(size=2.5), "size", id="seigan-pool-size-float"),
 ]
 
 WRONG_SHAPE = [
+    row(lambda: seigan.shift_images(images(2), torch.tensor([1])), "offsets", id="seigan-shift-offsets-short"),
+    row(lambda: seigan.swap(images(2), images(2), torch.ones(2, 1, *SIZE), lambda z: z, lambda z: z,
+                            offsets=torch.tensor([0])), "offsets", id="seigan-swap-offsets-short"),
+    row(lambda: seigan.paste_offsets(torch.tensor([0, 0, 8, 8]), SIZE[1], torch.Generator()), "boxes",
+        id="seigan-paste-offsets-flat-boxes"),
+    row(lambda: seigan_runs.score_inpainting(images(2), dict(seigan_test_data(2), masks=torch.ones(2, 1, 8, 8),
+                                                               true_backgrounds=images(2)), None, None),
+        "masks", id="seigan-score-inpainting-mask-shape"),
     row(lambda: cascade()(layout(1, (16, 32))), "layout", id="crn-generator-wrong-size"),
     row(lambda: crn.RefinementModule(5, NUM_CLASSES, 7)(torch.zeros(1, 4, 4, 8), layout(1, (16, 32)), (8, 16)),
         "previous and layout", id="crn-refinement-module-channels"),
@@ -405,6 +419,12 @@ NOT_FINITE = [
 ]
 
 OUT_OF_RANGE = [
+    row(lambda: seigan.paste_offsets(torch.tensor([[0, 0, 80, 8]]), SIZE[1], torch.Generator()), "boxes",
+        id="seigan-paste-offsets-box-wider-than-frame"),
+    row(lambda: seigan.swap(images(1), images(1), seigan.box_masks(torch.tensor([[50, 0, 60, 8]]), SIZE), lambda z: z,
+                            lambda z: z, offsets=torch.tensor([10])), "offsets", id="seigan-swap-offset-out-of-frame"),
+    row(lambda: seigan_runs.mask_overlap(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)), "true masks",
+        id="seigan-overlap-empty-truth"),
     row(lambda: cascade()(layout() * 2), "layout", id="crn-layout-above-one"),
     row(lambda: cascade()(layout() - 0.5), "layout", id="crn-layout-negative"),
     row(lambda: crn.FeatureMatchingLoss(None)(torch.rand(1, 1, 3, *SIZE), images() * 255, layout()), "real",

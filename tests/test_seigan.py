@@ -195,6 +195,30 @@ def test_pasting_elsewhere_moves_the_object_along_its_ground_line_and_the_cycle_
     placed = moved_masks.expand_as(x) > 0
     assert torch.equal(out["pasted"][placed], seigan.shift_images(x, offsets)[placed])
     assert torch.equal(out["object_cycle"], x)
+    # the second swap cuts and fills at the new place: ŷ̂ is ŷ with the moved hole left empty
+    assert torch.equal(out["background_cycle"], (1 - moved_masks) * out["moved"])
+
+
+def test_the_trainer_segments_and_judges_the_object_where_it_was_pasted(pairs):
+    """With offsets, the second segmentation and D_obj's windows of z and ŷ use the moved boxes."""
+    objects, backgrounds = pairs
+    x, boxes = _stack(objects, "image"), _stack(objects, "box")
+    torch.manual_seed(0)
+    from labkit.features import load_feature_extractor
+
+    trainer = seigan.SeiganTrainer(seigan.MODEL_SPECS["paste_elsewhere"], SMOKE, load_feature_extractor("judge"))
+    offsets = seigan.paste_offsets(boxes, SIZE[1], torch.Generator().manual_seed(3))
+    out = trainer(x, boxes, backgrounds, offsets=offsets)
+    moved = seigan.shift_boxes(boxes, offsets)
+    assert torch.equal(out["paste_boxes"], moved)
+    outside = seigan.box_masks(moved, SIZE) == 0
+    assert (out["second_masks"][outside] == 0).all() and (out["second_masks"][~outside] > 0).any()
+    seen = []
+    handle = trainer.object_discriminator.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
+    trainer.generator_terms(out, x, backgrounds, trainer.crops(out["pasted"], out["paste_boxes"]),
+                            trainer.crops(out["moved"], out["paste_boxes"]))
+    handle.remove()
+    assert torch.equal(seen[0], seigan.box_crops(out["pasted"], moved, SMOKE["object_crop"]))
 
 
 def test_background_reconstruction_loss_is_zero_for_the_background_itself(pairs):

@@ -225,7 +225,8 @@ def test_committed_book_artefacts_match_the_book_profile():
 def test_smoke_record_keeps_the_diagnostics(smoke_run):
     _, _, record = smoke_run
     found = record["diagnostics"]
-    assert [row["step"] for row in found["early_dynamics"]] == list(seigan_runs.EARLY_STEPS)
+    assert [row["step"] for row in found["early_dynamics"]] == [step for step in seigan_runs.EARLY_STEPS
+                                                               if step <= SMOKE["iterations"]]
     assert set(found["early_dynamics"][0]["terms"]) == {"object_adversarial", "background_adversarial",
                                                         "object_reconstruction", "background_reconstruction", "identity"}
     for kind in ("box", "true_mask"):
@@ -241,14 +242,47 @@ def test_early_dynamics_replays_the_recorded_runs_first_steps(tmp_path):
     settings = dict(SMOKE, iterations=6, pool_size=2)
     data = seigan_runs.chapter_data(settings)
     features = seigan_runs.reconstruction_features(settings, "cpu")
-    rows = seigan_runs.early_dynamics(data, settings, features, steps=(0, 3), pairs=4)
+    rows = seigan_runs.early_dynamics(data, settings, features, steps=(0, 3, 99), pairs=4)
+    assert [row["step"] for row in rows] == [0, 3]   # beyond the profile's 6 iterations: dropped
     trainer, _ = seigan_runs.train_model("seigan", data, settings, "cpu", tmp_path, features, progress=False,
                                          stop_after=3)
-    with torch.no_grad():
-        masks = trainer.segmenter(data["test"]["objects"][:4], data["test"]["boxes"][:4])
-    area = float(seigan_runs.mask_overlap(masks, data["test"]["masks"][:4])["area_ratio"].mean())
-    assert rows[1]["step"] == 3 and rows[1]["mask_area_ratio"] == pytest.approx(area, abs=1e-6)
-    assert rows[0]["mask_area_ratio"] != pytest.approx(area, abs=1e-6)   # the masks did move
+    replayed = seigan_runs.mask_pressures(trainer, data["test"], pairs=4)
+    for name, pushes in replayed["terms"].items():   # float pushes: every weight, batch and random draw agrees
+        for key, value in pushes.items():
+            assert rows[1]["terms"][name][key] == pytest.approx(value, rel=1e-5, abs=1e-12), (name, key)
+    assert rows[0]["terms"]["object_adversarial"] != rows[1]["terms"]["object_adversarial"]   # training moved them
+
+
+def test_mask_pressures_leave_the_trainer_as_they_found_it_and_the_logit_push_is_the_chain_rule():
+    """The push on the logit a, where m = (tanh a + 1)/2 inside the box, equals autograd's gradient
+    at the segmenter's last layer; the trainer's mode and noise stream are unchanged."""
+    from labkit.features import load_feature_extractor
+
+    data = seigan_runs.chapter_data(SMOKE, splits=("test",))
+    torch.manual_seed(0)
+    trainer = seigan.SeiganTrainer(seigan.MODEL_SPECS["seigan"], SMOKE, load_feature_extractor("judge"))
+    trainer.train()
+    state = trainer.noise.get_state()
+    found = seigan_runs.mask_pressures(trainer, data["test"], pairs=6)
+    assert trainer.training and torch.equal(trainer.noise.get_state(), state)
+    assert all(p.grad is None for p in trainer.parameters())
+    # the same term by hand, with the logit captured before the tanh
+    test, captured = data["test"], {}
+    last = trainer.segmenter.net.up[1]   # the outermost up-convolution: a, then tanh
+    handle = last.register_forward_hook(lambda module, inputs, output: captured.setdefault("a", output))
+    trainer.eval()
+    trainer.noise.manual_seed(seigan_runs.EVALUATION_NOISE_SEED)
+    x, boxes, y = test["objects"][:6], test["boxes"][:6], test["backgrounds"][:6]
+    out = trainer(x, boxes, y)
+    handle.remove()
+    terms = trainer.generator_terms(out, x, y, trainer.crops(out["pasted"], out["paste_boxes"]),
+                                    trainer.crops(out["moved"], out["paste_boxes"]))
+    (gradient,) = torch.autograd.grad(seigan.LOSS_WEIGHTS["object_adversarial"] * terms["object_adversarial"],
+                                      captured["a"])
+    truth = (test["masks"][:6] > 0.5).float()
+    region = seigan.box_masks(boxes, x.shape[-2:]) * (1 - truth)
+    by_hand = float((-gradient * len(x) * region).sum() / region.sum())
+    assert found["terms"]["object_adversarial"]["background_in_box_logit"] == pytest.approx(by_hand, rel=1e-4)
 
 
 def test_a_saturated_mask_passes_almost_none_of_a_losss_push_to_the_segmenter():

@@ -43,11 +43,12 @@ CHAPTER = "seigan"
 OBJECT_CLASSES = ("car", "person")
 POOL_SIZE = 50
 POOL_PROBABILITY = 0.5
+"""CycleGAN's pool, which the paper uses: once full, each query returns a stored fake with
+probability 0.5 (and stores the new one in its place), otherwise the new fake."""
 CROP_CONTEXT = 1.5
 """D_obj's window around a box: a square of side 1.5 × the box's longer side, centred on the box."""
 PASTE_PLACES = ("same", "elsewhere")
-"""CycleGAN's pool, which the paper uses: once full, each query returns a stored fake with
-probability 0.5 (and stores the new one in its place), otherwise the new fake."""
+"""Where the object goes in y: where it was in x, or at a random new place (``paste_elsewhere``)."""
 
 
 # --------------------------------------------------------------------------- inputs
@@ -144,10 +145,24 @@ def box_crops(images: torch.Tensor, boxes, size: int, context: float = CROP_CONT
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def check_offsets(offsets, count: int, name: str = "offsets") -> torch.Tensor:
+    """``count`` whole-pixel horizontal offsets (count,) as a long tensor: integers, or floats with
+    whole values; anything else is refused naming ``name``."""
+    try:
+        offsets = torch.as_tensor(offsets)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be ({count},) whole pixel offsets, got {type(offsets).__name__}") from None
+    if offsets.shape != (count,) or offsets.dtype == torch.bool or offsets.is_complex() or (
+            offsets.is_floating_point() and not bool((offsets == offsets.round()).all())):
+        raise ValueError(f"{name} must be ({count},) whole pixel offsets (integers), got {offsets.dtype} "
+                         f"{tuple(offsets.shape)}")
+    return offsets.long()
+
+
 def shift_boxes(boxes, offsets) -> torch.Tensor:
     """boxes (N, 4) moved right by ``offsets`` (N,) whole pixels (left where negative)."""
     boxes = torch.as_tensor(boxes).long()
-    offsets = torch.as_tensor(offsets).long()
+    offsets = check_offsets(offsets, len(boxes))
     return boxes + torch.stack([offsets, torch.zeros_like(offsets)] * 2, dim=1)
 
 
@@ -155,14 +170,36 @@ def shift_images(images: torch.Tensor, offsets) -> torch.Tensor:
     """Each image (N, C, H, W) rolled right by its offset (N,) in whole pixels. Where a box moved
     by :func:`shift_boxes` stays in the frame, everything inside it moves intact (what wraps
     round lies outside it, where the masks are zero)."""
+    _checks.tensor(images, "images", shape="(N, C, H, W)", ndim=4, finite=False)
+    offsets = check_offsets(offsets, len(images))
     return torch.stack([torch.roll(image, int(offset), dims=-1) for image, offset in zip(images, offsets)])
+
+
+def _check_masks_stay_in_frame(masks: torch.Tensor, offsets: torch.Tensor) -> None:
+    """Each mask (N, 1, H, W), moved right by its offset, must keep its non-zero columns in the frame."""
+    width = masks.shape[-1]
+    used = masks.detach().flatten(1, 2).amax(1) > 0          # (N, W): columns the mask covers
+    columns = torch.arange(width, device=masks.device)
+    for k in range(len(masks)):
+        if used[k].any():
+            first, last = int(columns[used[k]].min()), int(columns[used[k]].max())
+            if first + int(offsets[k]) < 0 or last + int(offsets[k]) >= width:
+                raise ValueError(f"offsets[{k}] = {int(offsets[k])} moves mask {k} (columns {first}–{last}) out of the "
+                                 f"frame of width {width}")
 
 
 def paste_offsets(boxes, width: int, generator: torch.Generator) -> torch.Tensor:
     """Remez et al.'s "paste at a new place", along the object's own ground line: per box (N, 4),
     a whole-pixel horizontal offset drawn uniformly among those that keep the box in a frame of
-    ``width`` (the height, and so the object's scale on the ground plane, stay the same)."""
-    boxes = torch.as_tensor(boxes).long()
+    ``width`` (the height, and so the object's scale on the ground plane, stay the same).
+    The boxes must lie in the frame (0 ≤ x0 < x1 ≤ width); draws come from ``generator``."""
+    check_positive_int(width, "width")
+    _checks.instance(generator, "generator", torch.Generator, "a torch.Generator")
+    boxes = torch.as_tensor(boxes)
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be (N, 4) as (x0, y0, x1, y1), got {tuple(boxes.shape)}")
+    box_masks(boxes, (int(boxes[:, 3].max()) if len(boxes) else 1, width))   # x0 < x1 ≤ width, whole pixels
+    boxes = boxes.long()
     low, high = -boxes[:, 0], width - boxes[:, 2]
     draws = torch.rand(len(boxes), generator=generator)
     return low + (draws * (high - low + 1).float()).long().clamp(max=(high - low))
@@ -186,6 +223,10 @@ def swap(objects, backgrounds, masks, enhance, inpaint, offsets=None) -> dict:
     ``enhance`` and ``inpaint`` map (N, 3, H, W) → (N, 3, H, W)."""
     _checks.function(enhance, "enhance", "(N, 3, H, W) → (N, 3, H, W)")
     _checks.function(inpaint, "inpaint", "(N, 3, H, W) → (N, 3, H, W)")
+    if offsets is not None:
+        check_masks(masks, objects)
+        offsets = check_offsets(offsets, len(masks))
+        _check_masks_stay_in_frame(masks, offsets)
     placed_masks, placed = (masks, objects) if offsets is None else \
         (shift_images(masks, offsets), shift_images(objects, offsets))
     pasted = composite(placed_masks, placed, backgrounds)

@@ -59,7 +59,8 @@ METRIC_KEYS = ("mask_iou", "mask_precision", "mask_recall", "inpaint_psnr", "inp
                "inpaint_psnr_box", "inpaint_frechet", "frechet_distance", "fcn_miou", "fcn_pixel_accuracy")
 COLLAPSED_AREA_RATIO = 0.5
 """A model whose masks cover, on average, less than half the true masks' area has collapsed
-towards the empty mask (the shortcut the cycle allows, see ``labkit.papers.seigan.double_swap``)."""
+towards the empty mask: the shortcut the cycle allows, since with m = 0 nothing is pasted and
+x̂̂ = G_enh(x) ≈ x satisfies the object's round trip."""
 EVALUATION_NOISE_SEED = 1234
 
 
@@ -273,8 +274,11 @@ def mask_iou(predicted: torch.Tensor, true: torch.Tensor, threshold: float = 0.5
 
 def mask_overlap(predicted: torch.Tensor, true: torch.Tensor, threshold: float = 0.5) -> dict:
     """(N,) precision |p ∩ t| / |p|, recall |p ∩ t| / |t| and area ratio |p| / |t| of (predicted >
-    threshold) against the true masks, both (N, 1, H, W); an empty prediction has precision 0."""
+    threshold) against the true masks, both (N, 1, H, W); an empty prediction has precision 0. Every
+    true mask must be non-empty (the ratios are relative to it)."""
     mask_iou(predicted, true, threshold)   # the same checks
+    if not bool((true > 0.5).flatten(1).any(1).all()):
+        raise ValueError("true masks must each cover at least one pixel: precision, recall and area are relative to it")
     hard, truth = predicted > threshold, true > 0.5
     both = (hard & truth).flatten(1).sum(1).double()
     predicted_area, true_area = hard.flatten(1).sum(1).double(), truth.flatten(1).sum(1).double()
@@ -350,8 +354,10 @@ def score_composites(composites: torch.Tensor, test: dict, judge, real_embedding
 
 def score_inpainting(inpainted: torch.Tensor, test: dict, judge, background_embeddings: torch.Tensor) -> dict:
     """``inpainted`` (N, 3, H, W) in [0, 1] against the true backgrounds, in the hole the object left
-    (its true mask): PSNR, SSIM (the SSIM map averaged over the hole) and the judge's perceptual
-    distance (whole image); PSNR over the box; and the Fréchet distance to ``background_embeddings``."""
+    (its true mask): PSNR, SSIM (the SSIM map averaged over the hole; its 11×11 windows around a thin
+    hole also cover exact pixels outside it, which raises the score of every method alike) and the
+    judge's perceptual distance (whole image); PSNR over the box; and the Fréchet distance to
+    ``background_embeddings``."""
     from kornia.metrics import ssim
 
     from ..metrics import perceptual_distance
@@ -360,6 +366,9 @@ def score_inpainting(inpainted: torch.Tensor, test: dict, judge, background_embe
     if inpainted.shape != test["true_backgrounds"].shape:
         raise ValueError(f"inpainted {tuple(inpainted.shape)} must have the true backgrounds' shape "
                          f"{tuple(test['true_backgrounds'].shape)}")
+    from .seigan import check_masks
+
+    check_masks(test["masks"], inpainted, "test['masks']")
     truth, hole = test["true_backgrounds"], (test["masks"] > 0.5).float()
     inside = box_masks(test["boxes"], truth.shape[-2:])
     ssim_map = ssim(inpainted, truth, 11).mean(1, keepdim=True)
@@ -393,12 +402,13 @@ def evaluate_trained(trainer: SeiganTrainer, test: dict, judge, embeddings: dict
     return scores, outputs
 
 
+PRESSURE_PAIRS = 64
 SATURATED = 0.01
 """A mask value within 0.01 of 0 or 1: G_seg's tanh is then so flat (dm/da = 2m(1 − m) < 0.02)
 that a loss's push on m barely reaches the segmenter's weights."""
 
 
-def mask_pressures(trainer: SeiganTrainer, test: dict, pairs: int = 64, device="cpu") -> dict:
+def mask_pressures(trainer: SeiganTrainer, test: dict, pairs: int = PRESSURE_PAIRS, device="cpu") -> dict:
     """Which loss term pushes the learned mask which way, on the first ``pairs`` test pairs (all of
     them if there are fewer).
 
@@ -415,13 +425,16 @@ def mask_pressures(trainer: SeiganTrainer, test: dict, pairs: int = 64, device="
     device = check_device(device)
     if trainer._features[0] is None and trainer.spec["cycle"]:
         raise ValueError("the trainer needs its features (trainer._features) to compute the cycle's terms")
+    from .seigan import check_masks
+
+    check_masks(test["masks"], test["objects"], "test['masks']")
     x, boxes = test["objects"][:pairs].to(device), test["boxes"][:pairs]
     y = test["backgrounds"][:pairs].to(device)
     truth = (test["masks"][:pairs] > 0.5).float().to(device)
     inside = box_masks(boxes, x.shape[-2:]).to(device)
     regions = {"object": truth, "background_in_box": inside * (1 - truth)}
+    noise, was_training = trainer.noise.get_state(), trainer.training
     trainer.noise.manual_seed(EVALUATION_NOISE_SEED)
-    was_training = trainer.training
     trainer.eval()
     try:
         out = trainer(x, boxes, y, cycle=trainer.spec["cycle"])
@@ -437,8 +450,9 @@ def mask_pressures(trainer: SeiganTrainer, test: dict, pairs: int = 64, device="
             pressures[name] = {f"{where}_{kind}": float((g * region).sum() / region.sum().clamp(min=1))
                                for where, region in regions.items()
                                for kind, g in (("mask", push), ("logit", push * slope))}
-    finally:
+    finally:   # the trainer is left as it was: its mode and its noise stream
         trainer.train(was_training)
+        trainer.noise.set_state(noise)
     near = ((masks.detach() < SATURATED) | (masks.detach() > 1 - SATURATED)).float()
     return {"terms": pressures, "saturated_share": float((near * inside).sum() / inside.sum()),
             "pairs": pairs}
@@ -449,13 +463,20 @@ PROBE_STEPS = 300
 
 
 def early_dynamics(data: dict, settings: dict, features, device="cpu", seed: int = 0,
-                   steps=EARLY_STEPS, pairs: int = 64) -> list[dict]:
-    """The first ``max(steps)`` iterations of ``seigan`` retrained from the same initial weights and
-    batches as the recorded run (in memory, no checkpoint), with :func:`mask_pressures` and the
-    masks' area over the true masks' (:func:`mask_overlap`) on the first ``pairs`` test pairs at
-    each of ``steps``: what moves the masks before the discriminators have learned anything."""
+                   steps=EARLY_STEPS, pairs: int = PRESSURE_PAIRS) -> list[dict]:
+    """The first ``max(steps)`` iterations of ``seigan`` replayed from the recorded run's initial
+    weights, batches and random streams (in memory, no checkpoint), with :func:`mask_pressures` and
+    the masks' area over the true masks' (:func:`mask_overlap`) on the first ``pairs`` test pairs
+    at each of ``steps`` (those beyond the profile's iterations are dropped): what moves the masks
+    before the discriminators have learned anything. The replay is exact on the CPU, where
+    :func:`labkit.train.fit` trains in float32; a CUDA run trains under bf16 autocast, which the
+    replay does not use."""
     _checks.settings(data, ("train", "test"), "data"), _checks.profile_settings(settings, PROFILES)
-    steps = sorted({check_int(step, "steps", minimum=0) for step in steps})
+    if isinstance(steps, (int, str, bytes)) or not hasattr(steps, "__iter__"):
+        raise ValueError(f"steps must be a list of iteration numbers ≥ 0, got {steps!r}")
+    steps = sorted({check_int(step, "steps", minimum=0) for step in steps if step <= settings["iterations"]})
+    if not steps:
+        raise ValueError(f"steps must hold at least one iteration number in [0, {settings['iterations']}]")
     pairs = min(check_int(pairs, "pairs", minimum=1), len(data["test"]["objects"]))
     device, seed = check_device(device), check_seed(seed)
     torch.manual_seed(seed)   # as train_model: the recorded run's initial weights
@@ -469,9 +490,7 @@ def early_dynamics(data: dict, settings: dict, features, device="cpu", seed: int
     rows = []
     for step in range(steps[-1] + 1):
         if step in steps:
-            noise = trainer.noise.get_state()   # mask_pressures reseeds it; the run's stream goes on
             pressures = mask_pressures(trainer, test, pairs, device)
-            trainer.noise.set_state(noise)
             with torch.no_grad():
                 masks = trainer.segmenter(test["objects"][:pairs].to(device), test["boxes"][:pairs]).float().cpu()
             area = float(mask_overlap(masks, test["masks"][:pairs])["area_ratio"].mean())
@@ -681,7 +700,8 @@ def run(profile: str = "book", models=None, device="auto", max_minutes: float | 
         if progress:
             print(f"{name}: " + ", ".join(f"{k} {scores[k]:.4g}" for k in METRIC_KEYS if k in scores))
     if "seigan" in models:
-        config = _config("seigan", settings, seed, features)
+        config = {**_config("seigan", settings, seed, features), "early_steps": list(EARLY_STEPS),
+                  "probe_steps": PROBE_STEPS, "pressure_pairs": PRESSURE_PAIRS}
         path = run_dir / "diagnostics.json"
         if not path.is_file() or read_json(path).get("config") != config:
             started = time.monotonic()
