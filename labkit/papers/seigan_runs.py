@@ -715,6 +715,39 @@ def run(profile: str = "book", models=None, device="auto", max_minutes: float | 
     return merge_records(profile, run_dir, device, reference_scores(test, judge, embeddings), seed)
 
 
+def seed_run(profile: str, name: str, training_seed: int, device="auto", run_dir=None, max_minutes=None,
+             progress: bool = True, seed: int = 0) -> dict:
+    """Model ``name`` trained again with another ``training_seed`` (its initial weights, batch order,
+    the enhancer's noise and the pools' draws) on the same data (data seed ``seed``: the same scenes)
+    and scored on the same test pairs. Recorded as ``<run dir>/seeds/<name>_seed<k>.json``; its
+    checkpoint resumes from ``<run dir>/seeds/seed<k>/train/``. The spread over training seeds says
+    which differences between models one training run can resolve."""
+    from ..metrics import _judge
+
+    settings = select_profile(PROFILES, check_profile(profile))
+    if not isinstance(name, str) or name not in TRAINED_MODELS:
+        raise ValueError(f"model {name!r} has no networks to train; trained models are {TRAINED_MODELS}")
+    check_seed(training_seed, "training_seed"), check_seed(seed)
+    if training_seed == seed:
+        raise ValueError(f"training_seed {training_seed} is the recorded run's own seed; pick another")
+    device, run_dir = check_device(device), (check_path(run_dir, "run_dir") if run_dir is not None
+                                             else reports_dir(profile, CHAPTER))
+    command = (f"python -m labkit.papers.seigan_runs --profile {profile} --models {name} "
+               f"--training-seed {training_seed}")
+    data = chapter_data(settings, seed)
+    judge = _judge(None, device)
+    features = reconstruction_features(settings, device, verbose=progress)
+    started = time.monotonic()
+    network, result = train_model(name, data, settings, device, Path(run_dir) / "seeds" / f"seed{training_seed}",
+                                  features, max_minutes, progress, training_seed)
+    scores, _ = evaluate_trained(network, data["test"], judge, real_embeddings(data["test"], judge), device)
+    scores.update(steps=result.steps_done, finished=result.finished, train_seconds=round(result.wall_time_s, 1))
+    record = {"model": name, "training_seed": training_seed, "data_seed": seed, "metrics": scores,
+              "provenance": provenance(profile, seed, device, wall_time_s=time.monotonic() - started, command=command)}
+    write_json(Path(run_dir) / "seeds" / f"{name}_seed{training_seed}.json", record)
+    return record
+
+
 def _training_record(run_dir: Path, name: str, result, profile, seed, device, command) -> dict:
     """Provenance of the call that trained ``name`` (``train/<name>.json``), rewritten only when
     this call advanced the training."""
@@ -749,6 +782,7 @@ def merge_records(profile: str, run_dir, device, reference: dict | None = None, 
                                             if "diagnostics" in r}}),
                               **({k: v for k, v in read_json(run_dir / "diagnostics.json").items() if k != "config"}
                                  if (run_dir / "diagnostics.json").is_file() else {})},
+              "seed_runs": {p.stem: read_json(p) for p in sorted((run_dir / "seeds").glob("*.json"))},
               "reference": reference, "provenance": provenance(profile, seed, device, models=sorted(models))}
     write_json(run_dir / "metrics.json", record)
     return record
@@ -929,7 +963,20 @@ def main(argv=None) -> int:
     parser = run_argument_parser("labkit.papers.seigan_runs", __doc__.split("\n")[0], PROFILES, CHAPTER,
                                  "write checkpoints/seigan_<profile>.pt and seigan_<profile>_extra.pt")
     parser.add_argument("--models", nargs="+", default=None, choices=MODEL_NAMES, help="default: every model")
-    return train.run_from_command_line(parser, run, argv)
+    parser.add_argument("--training-seed", type=int, default=None,
+                        help="train the one model of --models again with this training seed on the same data "
+                             "(seeds/<model>_seed<k>.json), then re-merge the record")
+    args = parser.parse_args(argv)
+    if args.training_seed is None:
+        return train.run_from_command_line(parser, run, argv)
+    if not args.models or len(args.models) != 1:
+        parser.error("--training-seed needs exactly one model in --models")
+    device = train.setup(seed=args.seed, threads=args.threads, device=args.device)
+    seed_run(args.profile, args.models[0], args.training_seed, device, args.run_dir, args.max_minutes, seed=args.seed)
+    run_dir = Path(args.run_dir) if args.run_dir is not None else reports_dir(args.profile, CHAPTER)
+    if (run_dir / "metrics.json").is_file():   # otherwise the first run of the record merges it
+        merge_records(args.profile, run_dir, device, seed=args.seed)
+    return 0
 
 
 if __name__ == "__main__":
