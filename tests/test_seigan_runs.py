@@ -305,3 +305,19 @@ def test_auc_counts_real_above_fake_and_ties_half():
     assert seigan_runs._auc(torch.tensor([2.0, 3.0]), torch.tensor([0.0, 1.0])) == 1.0
     assert seigan_runs._auc(torch.tensor([0.0]), torch.tensor([1.0, 2.0])) == 0.0
     assert seigan_runs._auc(torch.tensor([1.0, 1.0]), torch.tensor([1.0])) == 0.5
+
+
+def test_a_seed_run_trains_the_model_again_on_the_same_scenes_and_joins_the_record(smoke_run, tmp_path):
+    run_dir, _, record = smoke_run
+    for path in list(run_dir.glob("models/*.json")) + list(run_dir.glob("train/*.json")) + [run_dir / "metrics.json"]:
+        write_json(tmp_path / path.relative_to(run_dir), read_json(path))
+    found = seigan_runs.seed_run("smoke", "no_cycle", 3, device="cpu", run_dir=tmp_path, progress=False)
+    assert found["training_seed"] == 3 and found["data_seed"] == 0 and found["metrics"]["finished"]
+    assert found["metrics"]["mask_iou"] != record["metrics"]["no_cycle"]["mask_iou"]   # other weights, other masks
+    assert (tmp_path / "seeds" / "seed3" / "train" / "no_cycle.pt").is_file()
+    merged = seigan_runs.merge_records("smoke", tmp_path, "cpu")
+    assert merged["seed_runs"]["no_cycle_seed3"]["metrics"] == found["metrics"]
+    with pytest.raises(ValueError, match="training_seed"):
+        seigan_runs.seed_run("smoke", "no_cycle", 0, device="cpu", run_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="no networks"):
+        seigan_runs.seed_run("smoke", "bbox_as_mask", 1, device="cpu", run_dir=tmp_path, progress=False)
