@@ -77,6 +77,7 @@ VERDICTS = {
     "holds": "supported",
     "mixed": "partly",
     "does not hold": "not reproduced at this scale",
+    "not resolved": "within the seeds' spread",
     "not measured": "not measured",
 }
 

@@ -112,7 +112,8 @@ def test_object_scenes_hold_one_object_whose_mask_is_the_whole_difference_from_i
         mask, box = o["mask"], o["box"]
         assert mask.sum() > 0 and (mask * (1 - seigan.box_masks(box[None], SIZE)[0])).sum() == 0
         changed = (o["image"] - o["background"]).abs().amax(0) > 0
-        assert torch.equal(changed, mask[0] > 0)
+        assert not changed[mask[0] == 0].any()   # nothing but the object differs (no shadow, no other object)
+        assert changed[mask[0] > 0].float().mean() > 0.99   # (a pixel clipped to white in both can be equal)
         assert torch.equal(_object_pixels(o["labels"]), mask[0] > 0)
         assert not _object_pixels(o["background_labels"]).any()
         ys, xs = torch.nonzero(mask[0], as_tuple=True)   # the box is the mask's extent

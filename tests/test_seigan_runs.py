@@ -229,7 +229,7 @@ def test_smoke_record_keeps_the_diagnostics(smoke_run):
                                                                if step <= SMOKE["iterations"]]
     assert set(found["early_dynamics"][0]["terms"]) == {"object_adversarial", "background_adversarial",
                                                         "object_reconstruction", "background_reconstruction", "identity"}
-    for kind in ("box", "true_mask"):
+    for kind in ("empty", "box", "true_mask"):
         assert 0.0 <= found["paste_detectability"][kind] <= 1.0
     assert set(found["models"]) == set(seigan.TRAINED_MODELS)
     assert found["models"]["no_cycle"]["mask_pressures"]["terms"].keys() == {"object_adversarial",
@@ -321,3 +321,23 @@ def test_a_seed_run_trains_the_model_again_on_the_same_scenes_and_joins_the_reco
         seigan_runs.seed_run("smoke", "no_cycle", 0, device="cpu", run_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="no networks"):
         seigan_runs.seed_run("smoke", "bbox_as_mask", 1, device="cpu", run_dir=tmp_path, progress=False)
+
+
+def test_claims_leave_differences_within_seigans_seed_range_unresolved():
+    record = _record(bbox_as_mask={"mask_iou": 0.7}, supervised_segmenter={"mask_iou": 0.85},
+                     no_enhancement={"frechet_distance": 0.99, "fcn_miou": 0.605})
+    assert seigan_runs.seed_spread(record) == {}   # one run: no spread, every difference counts
+    assert seigan_runs.claims(record)[1]["verdict"] == "does not hold"
+    record["seed_runs"] = {f"seigan_seed{k}": {"model": "seigan", "training_seed": k,
+                                               "metrics": dict(record["metrics"]["seigan"], mask_iou=0.8 + 0.01 * k,
+                                                               frechet_distance=1.0 + 0.02 * k, fcn_miou=0.6 - 0.01 * k)}
+                           for k in (1, 2)}
+    spread = seigan_runs.seed_spread(record)
+    assert spread["mask_iou"] == pytest.approx(0.02) and spread["frechet_distance"] == pytest.approx(0.04)
+    rows = seigan_runs.claims(record)
+    assert rows[1]["verdict"] == "not resolved" and "not resolved: frechet_distance, fcn_miou" in rows[1]["evidence"]
+    assert rows[0]["verdict"] == "holds"   # 0.8 vs the box's 0.7 and the half-gap's 0.775: both beyond 0.02
+    record["metrics"]["seigan_stop_gradient"]["mask_iou"] = 0.81   # better, but within the range: not needed
+    assert rows[3]["verdict"] == "holds" and seigan_runs.claims(record)[3]["verdict"] == "holds"
+    record["metrics"]["seigan_stop_gradient"]["mask_iou"] = 0.85   # resolvably better: the stop-gradient helps
+    assert seigan_runs.claims(record)[3]["verdict"] == "mixed"
