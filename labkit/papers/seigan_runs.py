@@ -721,7 +721,8 @@ def seed_run(profile: str, name: str, training_seed: int, device="auto", run_dir
              progress: bool = True, seed: int = 0) -> dict:
     """Model ``name`` trained again with another ``training_seed`` (its initial weights, batch order,
     the enhancer's noise and the pools' draws) on the same data (data seed ``seed``: the same scenes)
-    and scored on the same test pairs. Recorded as ``<run dir>/seeds/<name>_seed<k>.json``; its
+    and scored on the same test pairs. Recorded as ``<run dir>/seeds/<name>_seed<k>.json`` with its
+    sample figure (``.png``); its
     checkpoint resumes from ``<run dir>/seeds/seed<k>/train/``. The spread over training seeds says
     which differences between models one training run can resolve."""
     from ..metrics import _judge
@@ -742,8 +743,9 @@ def seed_run(profile: str, name: str, training_seed: int, device="auto", run_dir
     started = time.monotonic()
     network, result = train_model(name, data, settings, device, Path(run_dir) / "seeds" / f"seed{training_seed}",
                                   features, max_minutes, progress, training_seed)
-    scores, _ = evaluate_trained(network, data["test"], judge, real_embeddings(data["test"], judge), device)
+    scores, outputs = evaluate_trained(network, data["test"], judge, real_embeddings(data["test"], judge), device)
     scores.update(steps=result.steps_done, finished=result.finished, train_seconds=round(result.wall_time_s, 1))
+    save_sample_figure(name, outputs, data["test"], Path(run_dir) / "seeds" / f"{name}_seed{training_seed}.png")
     record = {"model": name, "training_seed": training_seed, "data_seed": seed, "metrics": scores,
               "provenance": provenance(profile, seed, device, wall_time_s=time.monotonic() - started, command=command)}
     write_json(Path(run_dir) / "seeds" / f"{name}_seed{training_seed}.json", record)
@@ -924,10 +926,10 @@ def claims(record: dict) -> list[dict]:
     spread = seed_spread(record)
     seeds = 1 + sum(r.get("model") == "seigan" for r in record.get("seed_runs", {}).values())
 
-    def compare(key, ours, other, lower_is_better=False, unresolved=None):
+    def compare(key, ours, other, lower_is_better=False, unresolved=None, label=None):
         outcome = beyond_spread(ours, other, spread.get(key), lower_is_better)
         if outcome is None and unresolved is not None:
-            unresolved.append(key)
+            unresolved.append(label or key)
         return outcome
 
     def noted(evidence: str, unresolved: list) -> str:
@@ -943,10 +945,12 @@ def claims(record: dict) -> list[dict]:
         if ceiling <= floor:   # no gap to close: the supervised reference itself does not beat the box
             return ("Masks learned from boxes alone approach full supervision",
                     noted(evidence + " (the supervised reference does not beat the box, so only the floor is tested)",
-                          unresolved), verdict(compare("mask_iou", ours, floor, unresolved=unresolved)))
+                          unresolved), verdict(compare("mask_iou", ours, floor, unresolved=unresolved,
+                                                       label="mask IoU above the box's")))
         closed = (ours - floor) / (ceiling - floor)
-        tests = (compare("mask_iou", ours, floor, unresolved=unresolved),
-                 compare("mask_iou", ours, floor + 0.5 * (ceiling - floor), unresolved=unresolved))
+        tests = (compare("mask_iou", ours, floor, unresolved=unresolved, label="mask IoU above the box's"),
+                 compare("mask_iou", ours, floor + 0.5 * (ceiling - floor), unresolved=unresolved,
+                         label="mask IoU past half the gap"))
         return ("Masks learned from boxes alone approach full supervision",
                 noted(evidence + f" ({closed:.0%} of the gap from the box to full supervision closed; the claim asks "
                       "for at least half)", unresolved), verdict(*tests))
