@@ -121,7 +121,7 @@ def table() -> str:
                          f"{run['threads']} thread{'s' if run['threads'] > 1 else ''}) | "
                          f"{_minutes(run['wall_time_s'])} | `{_commit(run)}` |")
         for run in seigan.get("seed_runs", {}).values():   # the same model again, another training seed
-            info = run["provenance"]
+            info = run.get("training", run["provenance"])
             lines.append(f"| SEIGAN chapter, book profile: train `{run['model']}` again with training seed "
                          f"{run['training_seed']} ({run['metrics']['steps']} iterations, {info['threads']} "
                          f"thread{'s' if info['threads'] > 1 else ''}) | {_minutes(run['metrics']['train_seconds'])} | "

@@ -316,6 +316,7 @@ def test_a_seed_run_trains_the_model_again_on_the_same_scenes_and_joins_the_reco
     assert found["metrics"]["mask_iou"] != record["metrics"]["no_cycle"]["mask_iou"]   # other weights, other masks
     assert (tmp_path / "seeds" / "seed3" / "train" / "no_cycle.pt").is_file()
     assert (tmp_path / "seeds" / "no_cycle_seed3.png").stat().st_size > 1000
+    assert found["training"]["steps"] == SMOKE["iterations"] and found["training"]["seed"] == 3
     merged = seigan_runs.merge_records("smoke", tmp_path, "cpu")
     assert merged["seed_runs"]["no_cycle_seed3"]["metrics"] == found["metrics"]
     with pytest.raises(ValueError, match="training_seed"):

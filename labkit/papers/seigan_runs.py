@@ -741,12 +741,14 @@ def seed_run(profile: str, name: str, training_seed: int, device="auto", run_dir
     judge = _judge(None, device)
     features = reconstruction_features(settings, device, verbose=progress)
     started = time.monotonic()
-    network, result = train_model(name, data, settings, device, Path(run_dir) / "seeds" / f"seed{training_seed}",
-                                  features, max_minutes, progress, training_seed)
+    seed_dir = Path(run_dir) / "seeds" / f"seed{training_seed}"
+    network, result = train_model(name, data, settings, device, seed_dir, features, max_minutes, progress,
+                                  training_seed)
+    training = _training_record(seed_dir, name, result, profile, training_seed, device, command)
     scores, outputs = evaluate_trained(network, data["test"], judge, real_embeddings(data["test"], judge), device)
     scores.update(steps=result.steps_done, finished=result.finished, train_seconds=round(result.wall_time_s, 1))
     save_sample_figure(name, outputs, data["test"], Path(run_dir) / "seeds" / f"{name}_seed{training_seed}.png")
-    record = {"model": name, "training_seed": training_seed, "data_seed": seed, "metrics": scores,
+    record = {"model": name, "training_seed": training_seed, "data_seed": seed, "metrics": scores, "training": training,
               "provenance": provenance(profile, seed, device, wall_time_s=time.monotonic() - started, command=command)}
     write_json(Path(run_dir) / "seeds" / f"{name}_seed{training_seed}.json", record)
     return record
