@@ -288,7 +288,10 @@ def seigan_models():
     yield "seigan_enhancer", "seigan", lambda: Enhancer(width, depth), (out["pasted"], noise), ""
     yield "seigan_inpainter", "seigan", lambda: Inpainter(width, depth), (cut_out(out["masks"], x),), ""
     yield "seigan_discriminator", "seigan", lambda: Both(ImageDiscriminator(s["discriminator_width"])), \
-        (y, out["inpainted"]), "D_bg on real backgrounds and inpainted ones (D_obj: the same network)"
+        (y, out["inpainted"]), "D_bg on real backgrounds and inpainted ones"
+    crops = (trainer.crops(x, boxes), trainer.crops(out["pasted"], out["paste_boxes"]))
+    yield "seigan_object_discriminator", "seigan", lambda: Both(ImageDiscriminator(s["discriminator_width"])), \
+        crops, "D_obj on the windows around the box (seigan.box_crops) of real x and of pastes"
 
 
 CHAPTERS = {
@@ -299,7 +302,8 @@ CHAPTERS = {
                  "srn_contextual_critic"),
     analogy_models: ("analogy_sft", "analogy_no_sft", "analogy_sft_one_plus_gamma", "analogy_sft_through_d_and_s",
                      "analogy_patch_discriminator", "analogy_auxiliary_segmenter", "analogy_evaluation_segmenter"),
-    seigan_models: ("seigan_segmenter", "seigan_enhancer", "seigan_inpainter", "seigan_discriminator"),
+    seigan_models: ("seigan_segmenter", "seigan_enhancer", "seigan_inpainter", "seigan_discriminator",
+                    "seigan_object_discriminator"),
 }
 """Each chapter's audited models (``analogy_sft_one_plus_gamma`` only where the chapter has it)."""
 METHOD = {
