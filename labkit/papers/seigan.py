@@ -805,7 +805,8 @@ DEVIATIONS = [
     "perceptual L1, enc3–enc4 for the Gram-matrix L1, scaled by the channel count) instead of VGG-19's first "
     "and last five layers; the full profile uses VGG-19 when its weights are supplied.",
     f"Schedule: {_BOOK['iterations']:,} iterations at batch {_BOOK['batch_size']} (book), Adam at "
-    f"{CYCLEGAN_LEARNING_RATE:g} with β = {CYCLEGAN_BETAS} for everything, no learning-rate decay, one seed.",
+    f"{CYCLEGAN_LEARNING_RATE:g} with β = {CYCLEGAN_BETAS} for everything, no learning-rate decay. One "
+    "training run per model, except `seigan`: three training seeds on the same scenes.",
     f"Fake pools: one per kind of fake (z, ŷ, x̂, ŷ̂), {POOL_SIZE} images each, probability {POOL_PROBABILITY}.",
     "Evaluation: the paper measured mask IoU on real photographs against other weakly supervised methods "
     "and a supervised segmenter, and realism by human assessors. Here masks are thresholded at ½ and "
