@@ -719,8 +719,8 @@ class SeiganTrainer(nn.Module):
         background_fakes = [self.pools["inpainted"].query(out["inpainted"])]
         if cycle:
             background_fakes.append(self.pools["background_cycle"].query(out["background_cycle"]))
-        object_d = lsgan_loss(d_obj(self.crops(x, boxes)), True) + sum(lsgan_loss(d_obj(f), False) for f in object_fakes) \
-            / len(object_fakes)
+        object_d = lsgan_loss(d_obj(self.crops(x, boxes)), True) \
+            + sum(lsgan_loss(d_obj(f), False) for f in object_fakes) / len(object_fakes)
         background_d = lsgan_loss(d_bg(y), True) + sum(lsgan_loss(d_bg(f), False) for f in background_fakes) \
             / len(background_fakes)
         discriminator_optimizer.zero_grad(set_to_none=True)
