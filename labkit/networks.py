@@ -28,12 +28,25 @@ a float64 reference with an elementary-op instance norm.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_int, check_number, check_pair, check_positive_int, check_tensor
 from .data import IGNORE_INDEX, NUM_CLASSES, check_label_map
+
+
+@contextlib.contextmanager
+def float32_region():
+    """Autocast off inside, on every device type: statistics, Gram matrices, similarities and
+    losses that bf16 would quantise (or that CUDA autocast refuses, such as binary
+    cross-entropy) are computed in float32. :func:`labkit.train.fit` runs the loss under bf16
+    autocast on CUDA, and on a CPU when ``LABKIT_BF16_CHANNELS_LAST=1`` (the dry run), so
+    turning off only CUDA's autocast would leave the CPU path in bf16."""
+    with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+        yield
 
 
 def one_hot_layout(labels, num_classes: int = NUM_CLASSES, size=None) -> torch.Tensor:

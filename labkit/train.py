@@ -54,6 +54,88 @@ def choose_device(name: str = "auto") -> torch.device:
 
 THREADS_ENV = "LABKIT_THREADS"
 RESTART_ENV = "LABKIT_RESTART"
+DRY_RUN_ENV = "LABKIT_DRY_RUN"
+"""``LABKIT_DRY_RUN=1``: :func:`select_profile` shrinks the ``full`` profile by the chapter's
+``DRY_RUN`` overrides (see :func:`register_dry_run` and :mod:`labkit.dry_run`)."""
+STOP_AFTER_ENV = "LABKIT_STOP_AFTER_STEPS"
+"""``LABKIT_STOP_AFTER_STEPS=N``: every :func:`fit` call of the process stops after N steps of its
+own, as an interruption would (the dry run's resume check uses it)."""
+FAST_PATH_ENV = "LABKIT_BF16_CHANNELS_LAST"
+"""``LABKIT_BF16_CHANNELS_LAST``: ``auto`` (default: on for CUDA only), ``1`` (on for any device,
+so a CPU runs the branch a GPU run takes) or ``0`` (off everywhere): :func:`fit`'s bf16 autocast
+and channels_last networks."""
+
+
+def _env_flag(name: str) -> bool:
+    """An on/off environment variable: 1/true/yes or 0/false/no (unset: off)."""
+    value = os.environ.get(name, "").strip().lower()
+    if value not in ("", "0", "1", "true", "false", "yes", "no"):
+        raise ValueError(f"environment variable {name} must be 1 or 0, got {value!r}")
+    return value in ("1", "true", "yes")
+
+
+def dry_run_requested() -> bool:
+    """True when ``LABKIT_DRY_RUN=1`` (``--dry-run`` of the run modules, :mod:`labkit.dry_run`)."""
+    return _env_flag(DRY_RUN_ENV)
+
+
+def stop_after_from_environment() -> int | None:
+    """``LABKIT_STOP_AFTER_STEPS`` as a positive integer, or None when unset."""
+    from .checks import check_positive_int
+
+    value = os.environ.get(STOP_AFTER_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise ValueError(f"environment variable {STOP_AFTER_ENV} must be a positive integer, got {value!r}")
+    return check_positive_int(int(value), f"environment variable {STOP_AFTER_ENV}")
+
+
+def fast_path(device) -> bool:
+    """Whether :func:`fit` trains on ``device`` under bf16 autocast with channels_last networks:
+    on CUDA by default; ``LABKIT_BF16_CHANNELS_LAST=1`` turns it on for any device (the CPU dry
+    run exercises the GPU run's branch this way), ``0`` off everywhere."""
+    value = os.environ.get(FAST_PATH_ENV, "auto").strip().lower() or "auto"
+    if value not in ("auto", "0", "1"):
+        raise ValueError(f"environment variable {FAST_PATH_ENV} must be auto, 1 or 0, got {value!r}")
+    if value == "auto":
+        return torch.device(device).type == "cuda"
+    return value == "1"
+
+
+_DRY_RUNS: dict[int, dict] = {}   # id(a chapter's PROFILES) → its dry run's overrides of "full"
+KEPT_IN_DRY_RUN = ("width", "batch_size", "depth", "samples", "learning_rate", "lr", "critic_steps")
+"""Settings a dry run may not shrink (any key containing one of these): it runs the full
+profile's networks, batches and losses, only fewer steps, scenes and (where stated) pixels."""
+
+
+def register_dry_run(profiles: dict, overrides: dict) -> dict:
+    """Declare how chapter ``profiles``' ``full`` profile shrinks for a dry run, and return
+    ``overrides``. Chapters call it once, at import: ``DRY_RUN = register_dry_run(PROFILES, {...})``.
+
+    ``overrides`` may change step counts, scene and image counts, and the image size (where a
+    full-size step is too slow for a 2-core CPU; the chapter says so). The networks' widths and
+    depths, batch sizes, learning rates and the number of outputs stay the full profile's
+    (:data:`KEPT_IN_DRY_RUN`), except that a list of per-scale widths may drop its first
+    (coarsest) entries when the smaller image has fewer scales: every remaining module keeps
+    its full width."""
+    if not isinstance(profiles, dict) or "full" not in profiles:
+        raise ValueError("profiles must be a chapter's PROFILES table with a 'full' profile")
+    if not isinstance(overrides, dict) or not overrides:
+        raise ValueError(f"overrides must be a non-empty dict of full-profile settings, got {overrides!r}")
+    unknown = sorted(set(overrides) - set(profiles["full"]))
+    if unknown:
+        raise ValueError(f"dry-run overrides {unknown} are not settings of the full profile; "
+                         f"expected some of {sorted(profiles['full'])}")
+    full = profiles["full"]
+    kept = sorted(key for key, value in overrides.items() if any(part in key for part in KEPT_IN_DRY_RUN)
+                  and not (isinstance(value, tuple) and isinstance(full[key], tuple) and value
+                           and tuple(full[key][-len(value):]) == value))
+    if kept:
+        raise ValueError(f"a dry run keeps the full profile's {kept}: it shrinks steps, scenes and sizes only "
+                         "(a list of widths may only lose its first, coarsest entries)")
+    _DRY_RUNS[id(profiles)] = dict(overrides)
+    return overrides
 
 
 def setup(seed: int = 0, threads: int | None = 2, device: str = "auto", deterministic: bool = True) -> torch.device:
@@ -100,12 +182,20 @@ def select_profile(profiles: dict[str, dict], name: str) -> dict:
 
     Each chapter declares ``PROFILES = {"smoke": {...}, "book": {...},
     "full": {...}}`` in one place; an unknown name is an error that lists them.
+    Under ``LABKIT_DRY_RUN=1`` the ``full`` profile comes back shrunk by the chapter's
+    :func:`register_dry_run` overrides, with ``dry_run: True`` among its settings.
     """
     if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
         raise ValueError(f"profiles must be a dict of profile name → settings dict, got {type(profiles).__name__}")
     if not isinstance(name, str) or name not in profiles:
         raise ValueError(f"unknown profile {name!r}; expected one of {sorted(profiles)}")
-    return dict(profiles[name], profile=name)
+    settings = dict(profiles[name], profile=name)
+    if name == "full" and dry_run_requested():
+        if id(profiles) not in _DRY_RUNS:
+            raise ValueError(f"{DRY_RUN_ENV}=1 asks for a dry run of the full profile, but this PROFILES table "
+                             "declares none (labkit.train.register_dry_run)")
+        settings.update(_DRY_RUNS[id(profiles)], dry_run=True)
+    return settings
 
 
 def git_commit() -> str:
@@ -164,7 +254,7 @@ def provenance(profile: str, seed: int, device, wall_time_s: float | None = None
 def run_argument_parser(module: str, description: str, profiles: dict, chapter: str, export_help: str,
                         budget_help: str = "training budget per network in this call"):
     """The command line every chapter's run module shares (``python -m <module>``):
-    --profile, --device, --max-minutes, --run-dir, --export, --threads, --seed, --restart.
+    --profile, --device, --max-minutes, --run-dir, --export, --threads, --seed, --restart, --dry-run.
     The module adds its own --models (and --parts) and calls :func:`setup` with them."""
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     parser.add_argument("--profile", default="book", choices=sorted(profiles))
@@ -177,7 +267,33 @@ def run_argument_parser(module: str, description: str, profiles: dict, chapter: 
     parser.add_argument("--seed", type=argparse_seed, default=0)
     parser.add_argument("--restart", action=_RestartAction,
                         help="set the existing training checkpoints aside (renamed, not deleted) and train from step 0")
+    parser.add_argument("--dry-run", action=_DryRunAction,
+                        help="with --profile full: the full profile's networks, batches and losses for 2 steps "
+                             "each on a few scenes, under bf16 autocast + channels_last, into runs/dry-run/"
+                             f"{chapter}/ (python -m labkit.dry_run adds the resume check)")
     return parser
+
+
+class _DryRunAction(argparse.Action):
+    """``--dry-run``: sets LABKIT_DRY_RUN=1 (and LABKIT_BF16_CHANNELS_LAST=1 unless set) as it is parsed."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ[DRY_RUN_ENV] = "1"
+        os.environ.setdefault(FAST_PATH_ENV, "1")
+        setattr(namespace, self.dest, True)
+
+
+def check_dry_run_arguments(parser, args) -> None:
+    """``--dry-run`` goes with ``--profile full`` and without ``--export`` (which would write the
+    full profile's committed-checkpoint paths); a usage error otherwise."""
+    if getattr(args, "dry_run", False):
+        if args.profile != "full":
+            parser.error(f"--dry-run shrinks the full profile; use it with --profile full, not {args.profile}")
+        if args.export:
+            parser.error("--dry-run does not export: --export would write the full profile's checkpoints/ files")
 
 
 class _RestartAction(argparse.Action):
@@ -260,10 +376,16 @@ def _check_profile_and_chapter(profile, chapter) -> None:
 
 def reports_dir(profile: str, chapter: str) -> Path:
     """``reports/<profile>/<chapter>/``, or the folder named by ``LABKIT_RUN_DIR``
-    (set by ``labkit reproduce`` so a run's metrics land beside its notebook)."""
+    (set by ``labkit reproduce`` so a run's metrics land beside its notebook); a dry run of
+    the full profile (``LABKIT_DRY_RUN=1``) defaults to ``runs/dry-run/<chapter>/``."""
     _check_profile_and_chapter(profile, chapter)
     override = os.environ.get("LABKIT_RUN_DIR")
-    path = Path(override) if override else REPO_ROOT / "reports" / profile / chapter
+    if override:
+        path = Path(override)
+    elif profile == "full" and dry_run_requested():   # never where a real full run's record goes
+        path = REPO_ROOT / "runs" / "dry-run" / chapter
+    else:
+        path = REPO_ROOT / "reports" / profile / chapter
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -305,6 +427,7 @@ def run_from_command_line(parser, run, argv=None) -> int:
     """The end of every run module's ``main``: parse ``argv`` with the parser of
     :func:`run_argument_parser` (plus ``--models``), call :func:`setup`, then ``run``."""
     args = parser.parse_args(argv)
+    check_dry_run_arguments(parser, args)
     device = setup(seed=args.seed, threads=args.threads, device=args.device)
     run(args.profile, args.models, device, args.max_minutes, args.run_dir, args.export, seed=args.seed)
     return 0
@@ -380,10 +503,7 @@ def restart_requested() -> bool:
     """True when ``LABKIT_RESTART=1``: the run modules' ``--restart`` and
     ``labkit reproduce --restart`` set it, so every :func:`fit` of the run sets its
     existing checkpoint aside (renamed, not deleted) and trains from step 0."""
-    value = os.environ.get(RESTART_ENV, "").strip().lower()
-    if value not in ("", "0", "1", "true", "false", "yes", "no"):
-        raise ValueError(f"environment variable {RESTART_ENV} must be 1 or 0, got {value!r}")
-    return value in ("1", "true", "yes")
+    return _env_flag(RESTART_ENV)
 
 
 def _set_aside(checkpoint: Path) -> None:
@@ -458,9 +578,11 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Call
     torch/CUDA/NumPy/Python random states and the wall time so far; ``config``
     (any plain dict describing the run) is stored too, and resuming from a
     checkpoint of a different config is an error instead of a silent mix.
-    On CUDA the forward pass runs under bf16 autocast with channels_last.
-    ``stop_after`` ends the call after that many steps of *this* call (the
-    tests use it to simulate an interruption). ``extra_optimizers`` (name →
+    On CUDA the forward pass runs under bf16 autocast with channels_last
+    (:func:`fast_path`; ``LABKIT_BF16_CHANNELS_LAST=1`` takes the same branch
+    on a CPU). ``stop_after`` ends the call after that many steps of *this*
+    call (the tests and the dry run use it to simulate an interruption;
+    ``LABKIT_STOP_AFTER_STEPS`` sets it for every call of a process). ``extra_optimizers`` (name →
     optimizer) are optimizers that ``loss_fn`` steps itself, such as a GAN's
     discriminator optimizer: ``fit`` only checkpoints and restores them.
 
@@ -508,7 +630,10 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Call
         time_before = float(state.get("wall_time_s", 0.0))
         _restore_random_states(state)
     use_cuda = device.type == "cuda"
-    if use_cuda:
+    accelerated = fast_path(device)
+    if stop_after is None:
+        stop_after = stop_after_from_environment()
+    if accelerated:
         model = model.to(memory_format=torch.channels_last)
     trained = model
     if world > 1:
@@ -548,7 +673,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Call
             if out_of_time() or (stop_after is not None and step - start_step >= stop_after):
                 break
             batch = shard(batch_for_step(step), rank, world)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=accelerated):
                 loss, logs = loss_fn(trained, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -34,3 +34,21 @@ def test_every_chapter_notebook_ran_its_default_profile_in_under_two_minutes():
     assert not missing, f"no recorded book-profile run of notebooks {missing}: time them with scripts/timed.py"
     slow = {c: timings[f"notebook {c}"]["seconds"] for c in chapters if timings[f"notebook {c}"]["seconds"] >= 120}
     assert not slow, f"book-profile runs over the 2-minute budget (seconds): {slow}"
+
+
+def test_readme_memory_table_matches_the_recorded_measurement():
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("memory_benchmark", ROOT / "benchmarks" / "memory.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    record = json.loads((ROOT / "reports" / "benchmarks" / "memory_full_cpu.json").read_text())
+    assert set(record["metrics"]["chapters"]) == {"crn", "sims", "srn", "analogy", "seigan"}
+    assert module.readme_block(record) in (ROOT / "README.md").read_text(), \
+        "README memory table differs from reports/benchmarks/memory_full_cpu.json: " \
+        "run python benchmarks/memory.py --write-readme"

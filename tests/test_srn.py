@@ -256,6 +256,19 @@ def test_critic_step_leaves_the_generator_alone_and_generator_step_leaves_the_cr
     assert {"adversarial", "gradient_penalty", "critic_wasserstein"} <= set(logs)
 
 
+def test_pretraining_uses_the_whole_batch_whatever_the_critic_steps():
+    """The full profile (batch 16, 5 critic steps) pretrains on batches of 16: phase 1 has no
+    critic, so the batch is not split (the dry run found it refused 16 images)."""
+    torch.manual_seed(0)
+    trainer = srn.SRNTrainer(srn.ExtrapolationNetwork("srn", 4), SIZE, "rsv", 8, critic_width=2, critic_steps=5)
+    images = torch.rand(16, 3, *SIZE)
+    loss, _ = trainer.pretrain_loss({"image": images, "placement": "left"})
+    alone = srn.SRNTrainer(trainer.generator, SIZE, "rsv", 8, critic_width=2, critic_steps=1)
+    assert torch.allclose(loss, alone.pretrain_loss({"image": images, "placement": "left"})[0])
+    with pytest.raises(ValueError, match="16 images does not split into 5 critic steps"):
+        trainer.finetune_loss({"image": images, "placement": "left"}, torch.optim.Adam(trainer.critic_parameters()))
+
+
 # --------------------------------------------------------------------------- networks
 
 

@@ -67,6 +67,7 @@ from ..checks import (check_int, check_non_negative_int, check_number, check_pai
 from ..data.validation import check_images, check_label_map
 from ..networks import InstanceNorm2d, instance_norm
 from ..pix2pix import lsgan_loss
+from ..train import register_dry_run
 from . import _checks
 
 CHAPTER = "analogy"
@@ -122,6 +123,13 @@ PROFILES = {
              "generator_lr": PAPER_LEARNING_RATES["generator"],
              "discriminator_lr": PAPER_LEARNING_RATES["discriminator"], "features": "auto"},
 }
+DRY_RUN = register_dry_run(PROFILES, {"iterations": 2, "ramp_iterations": 1, "segmenter_iterations": 2,
+                                      "photos": ("coffee",), "street_scenes": 1, "street_size": (64, 128),
+                                      "photo_size": (64, 96)})
+"""How ``python -m labkit.dry_run analogy`` shrinks the full profile: 2 steps per network, a few scenes."""
+DRY_RUN_NOTE = ("The dry run keeps the full profile's networks (width 32), learning rates and losses; it trains "
+                "on one photo and one street scene instead of 3 and 4, at 64×96 and 64×128 instead of 128×192 and "
+                "128×256: the patch-matching baseline (Image Analogies) takes minutes per full-size image on a CPU.")
 
 _BOOK = PROFILES["book"]
 DEVIATIONS = [

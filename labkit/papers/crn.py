@@ -38,6 +38,7 @@ from ..checks import check_int, check_number, check_pair, check_positive_int, ch
 from ..data import NUM_CLASSES
 from ..features import FeatureExtractor, VGG19Features
 from ..networks import LayerNorm2d, conv_layernorm_block, resize_layout
+from ..train import register_dry_run
 from . import _checks
 
 CHAPTER = "crn"
@@ -77,6 +78,13 @@ PROFILES = {
              "pix2pix_width": 64, "discriminator_width": 64, "single_scale_minutes": 120.0,
              "learning_rate": LEARNING_RATE},
 }
+DRY_RUN = register_dry_run(PROFILES, {"size": (32, 64), "widths": PROFILES["full"]["widths"][-4:], "steps": 2,
+                                      "train_scenes": 8, "eval_scenes": 4, "diversity_layouts": 2})
+"""How ``python -m labkit.dry_run crn`` shrinks the full profile: 2 steps per network, a few scenes."""
+DRY_RUN_NOTE = ("The dry run keeps the full profile's modules (widths 1024 … 512, K = 9), batch and losses, on "
+                "32×64 layouts instead of 128×256: one full-size step takes ~26 s on one CPU thread, and the "
+                "single-scale baseline of matched size minutes. The cascade then starts at 4×8 with 4 modules "
+                "instead of 6: the two coarsest full-width modules are left out.")
 
 DEVIATIONS = [
     "Data: procedural StreetScenes with 9 classes instead of Cityscapes' 19 (+ void); 64×128 (book) "

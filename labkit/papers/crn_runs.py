@@ -300,16 +300,25 @@ COMMITTED_RECORD = REPO_ROOT / "reports" / "book" / CHAPTER / "metrics.json"
 
 
 def read_record(profile: str, run_dir=None) -> dict:
-    """The recorded runs of ``profile``: the committed book record, or ``<run dir>/metrics.json``."""
+    """The recorded runs of ``profile``: the committed book record, or ``<run dir>/metrics.json``.
+    Refused (with the command that fixes it) when a model is missing or stopped before its last
+    step, except the single-scale baseline once its time budget (``single_scale_minutes``) is spent."""
     check_profile(profile)
     if run_dir is not None:
         check_path(run_dir, "run_dir")
     path = COMMITTED_RECORD if profile == "book" and run_dir is None else Path(run_dir or reports_dir(profile, CHAPTER)) / "metrics.json"
     record = read_json(path)
-    missing = [name for name in MODEL_NAMES if name not in record.get("metrics", {})]
+    metrics = record.get("metrics", {})
+    missing = [name for name in MODEL_NAMES if name not in metrics]
     if missing:
         raise ValueError(f"{path} has no record of {missing}; run "
                          f"`python -m labkit.papers.crn_runs --profile {profile} --models {' '.join(missing)}`")
+    budget = 60 * select_profile(PROFILES, profile)["single_scale_minutes"]
+    unfinished = [name for name in MODEL_NAMES if metrics[name].get("finished") is False
+                  and not (name == "crn_single_scale" and metrics[name].get("train_seconds", 0) >= 0.99 * budget)]
+    if unfinished:
+        raise ValueError(f"{path} has models that stopped before their last step: {unfinished}; run "
+                         f"`python -m labkit.papers.crn_runs --profile {profile} --models {' '.join(unfinished)}`")
     return record
 
 

@@ -36,7 +36,9 @@ from ..checks import (check_choice, check_int, check_non_negative_int, check_num
                       check_probability, check_seed)
 from ..data import CLASS_INDEX, StreetScenes
 from ..data.validation import check_images
+from ..networks import float32_region
 from ..pix2pix import PatchDiscriminator, UNetSkipBlock, lsgan_loss
+from ..train import register_dry_run
 from . import _checks
 
 CHAPTER = "seigan"
@@ -524,7 +526,7 @@ def background_reconstruction_loss(reconstructed: torch.Tensor, backgrounds: tor
     Returns (loss, {"content", "texture"})."""
     got, want = features(reconstructed), features(backgrounds)
     content = sum(F.l1_loss(a, b) for a, b in zip(got[:content_layers], want[:content_layers]))
-    with torch.autocast("cuda", enabled=False):   # Gram matrices in float32: bf16 would quantise the difference
+    with float32_region():   # Gram matrices in float32: bf16 would quantise the difference
         texture = sum(F.l1_loss(gram_matrix(a.float()), gram_matrix(b.float())) * a.shape[1]
                       for a, b in zip(got[content_layers:], want[content_layers:]))
     return content + texture, {"content": float(content.detach()), "texture": float(texture.detach())}
@@ -587,6 +589,12 @@ PROFILES = {
              "segmenter_iterations": 10000, "pool_size": POOL_SIZE, "object_crop": 64,
              "learning_rate": CYCLEGAN_LEARNING_RATE, "features": "auto"},
 }
+DRY_RUN = register_dry_run(PROFILES, {"size": (64, 128), "iterations": 2, "segmenter_iterations": 2,
+                                      "train_objects": 16, "train_backgrounds": 16, "test_pairs": 8})
+"""How ``python -m labkit.dry_run seigan`` shrinks the full profile: 2 steps per network, a few scenes."""
+DRY_RUN_NOTE = ("The dry run keeps the full profile's networks (width 32, depth 6, D width 64, 64-pixel object "
+                "windows), batch 8 and losses, on 64×128 scenes instead of 128×256 (one full-size step takes "
+                "~8 s on one CPU thread), with 16 training objects and backgrounds.")
 
 
 class SeiganTrainer(nn.Module):

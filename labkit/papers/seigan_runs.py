@@ -44,6 +44,7 @@ from ..claims import beyond_spread, check_claims, verdict
 from ..data import CLASS_NAMES
 from ..features import load_feature_extractor
 from ..metrics import fcn_score, frechet_distance_from_embeddings, judge_embeddings
+from ..networks import float32_region
 from ..pix2pix import lsgan_loss
 from ..train import REPO_ROOT, fit, provenance, reports_dir, run_argument_parser, select_profile
 from . import _checks
@@ -241,7 +242,7 @@ def train_supervised_segmenter(data: dict, settings: dict, device, run_dir: Path
     def loss_fn(model, b):
         inside = box_masks(b["boxes"], b["objects"].shape[-2:]).to(device)
         masks = model(b["objects"], b["boxes"])
-        with torch.autocast("cuda", enabled=False):   # CUDA autocast refuses binary_cross_entropy
+        with float32_region():   # CUDA autocast refuses binary_cross_entropy
             masks = masks.float().clamp(1e-6, 1 - 1e-6)
             loss = (F.binary_cross_entropy(masks, b["masks"], reduction="none") * inside).sum() / inside.sum()
         return loss, {}
@@ -456,6 +457,15 @@ def mask_pressures(trainer: SeiganTrainer, test: dict, pairs: int = PRESSURE_PAI
 
 EARLY_STEPS = (0, 10, 20, 40, 80, 160)
 PROBE_STEPS = 300
+DRY_RUN_SCHEDULE = ((0, 1, 2), 2)
+"""(early steps, probe steps) of the diagnostics in a dry run of the full profile
+(:mod:`labkit.dry_run`): the same code, two steps each."""
+
+
+def diagnostic_schedule(settings: dict) -> tuple[tuple[int, ...], int]:
+    """(early steps, probe steps) of :func:`diagnostics` under ``settings``: :data:`EARLY_STEPS` and
+    :data:`PROBE_STEPS`, or :data:`DRY_RUN_SCHEDULE` when the settings are a dry run's."""
+    return DRY_RUN_SCHEDULE if settings.get("dry_run") else (EARLY_STEPS, PROBE_STEPS)
 
 
 def early_dynamics(data: dict, settings: dict, features, device="cpu", seed: int = 0,
@@ -553,8 +563,9 @@ def paste_detectability(data: dict, settings: dict, device="cpu", seed: int = 0,
 def diagnostics(data: dict, settings: dict, features, device="cpu", seed: int = 0) -> dict:
     """The chapter's experiments on why the masks go where they go: :func:`early_dynamics` and
     :func:`paste_detectability`."""
-    return {"early_dynamics": early_dynamics(data, settings, features, device, seed),
-            "paste_detectability": paste_detectability(data, settings, device, seed)}
+    early_steps, probe_steps = diagnostic_schedule(settings)
+    return {"early_dynamics": early_dynamics(data, settings, features, device, seed, steps=early_steps),
+            "paste_detectability": paste_detectability(data, settings, device, seed, steps=probe_steps)}
 
 
 def evaluate_masks(masks: torch.Tensor, test: dict, judge, embeddings: dict) -> tuple[dict, dict]:
@@ -697,8 +708,9 @@ def run(profile: str = "book", models=None, device="auto", max_minutes: float | 
         if progress:
             print(f"{name}: " + ", ".join(f"{k} {scores[k]:.4g}" for k in METRIC_KEYS if k in scores))
     if "seigan" in models:
-        config = {**_config("seigan", settings, seed, features), "early_steps": list(EARLY_STEPS),
-                  "probe_steps": PROBE_STEPS, "probe_kinds": ["empty", "box", "true_mask"],
+        early_steps, probe_steps = diagnostic_schedule(settings)
+        config = {**_config("seigan", settings, seed, features), "early_steps": list(early_steps),
+                  "probe_steps": probe_steps, "probe_kinds": ["empty", "box", "true_mask"],
                   "pressure_pairs": PRESSURE_PAIRS}
         path = run_dir / "diagnostics.json"
         if not path.is_file() or read_json(path).get("config") != config:
@@ -1008,6 +1020,7 @@ def main(argv=None) -> int:
                         help="train the one model of --models again with this training seed on the same data "
                              "(seeds/<model>_seed<k>.json), then re-merge the record")
     args = parser.parse_args(argv)
+    train.check_dry_run_arguments(parser, args)
     if args.training_seed is None:
         return train.run_from_command_line(parser, run, argv)
     if not args.models or len(args.models) != 1:

@@ -45,6 +45,7 @@ from ..checks import (check_choice, check_device, check_int, check_non_negative_
                       check_positive_int, check_probability, check_seed)
 from ..data import INSTANCE_CLASSES, NUM_CLASSES, StreetScenes, check_label_map, check_size
 from ..networks import check_layout_input, conv_layernorm_block, one_hot_layout
+from ..train import register_dry_run
 from . import _checks
 from .crn import FeatureMatchingLoss
 
@@ -87,6 +88,13 @@ PROFILES = {
              "learning_rate": 1e-4, "transformer_learning_rate": 2e-4, "top_k": 10, "paste_margin": 4,
              "retrieval_sizes": (1_000, 10_000, 100_000), "retrieval_queries": 5},
 }
+DRY_RUN = register_dry_run(PROFILES, {"size": (64, 128), "transformer_steps": 2, "ordering_steps": 2,
+                                      "synthesis_steps": 2, "memory_scenes": 16, "ordering_scenes": (16, 8),
+                                      "eval_scenes": 4, "retrieval_sizes": (100, 1_000), "retrieval_queries": 2})
+"""How ``python -m labkit.dry_run sims`` shrinks the full profile: 2 steps per network, a few scenes."""
+DRY_RUN_NOTE = ("The dry run keeps the full profile's networks (synthesis widths 64 … 512), batch and losses, on "
+                "64×128 layouts instead of 128×256 (one full-size step takes ~6 s on one CPU thread), with a "
+                "memory of 16 scenes.")
 
 
 def min_segment_area(size) -> int:

@@ -43,8 +43,8 @@ from ..data import NUM_CLASSES, check_label_map, render_batch
 from ..features import load_feature_extractor
 from ..networks import count_parameters, one_hot_layout
 from ..synthesis import evaluate_synthesis, real_scene_scores, training_scenes
-from ..train import (REPO_ROOT, fit, provenance, reports_dir, run_argument_parser, select_profile,
-                     setup)
+from ..train import (REPO_ROOT, check_dry_run_arguments, fit, provenance, reports_dir, run_argument_parser,
+                     select_profile, setup)
 from . import _checks
 from .crn import FeatureMatchingLoss
 from .sims import (CHAPTER, MODEL_NAMES, PROFILES, SIMULATIONS, OrderingNetwork, SegmentMemory, SegmentTransformer,
@@ -686,6 +686,15 @@ def read_record(profile: str, run_dir=None) -> dict:
         raise ValueError(f"{path}: {record['stale']} were scored with a network that was retrained since; rerun "
                          f"`python -m labkit.papers.sims_runs --profile {profile} --parts synthesis --models "
                          f"{' '.join(record['stale'])}`")
+    unfinished = sorted(name for name, m in record["metrics"].items() if isinstance(m, dict) and m.get("finished") is False)
+    if unfinished:
+        networks = [name for name in unfinished if name in ("transformation", "ordering")]
+        parts = ["transformer" if name == "transformation" else name for name in networks]
+        models = [name for name in unfinished if name not in networks]
+        fix = " ".join(f"--parts {' '.join(parts + (['synthesis'] if models else []))}".split()) \
+            + (f" --models {' '.join(models)}" if models else "")
+        raise ValueError(f"{path} has networks that stopped before their last step: {unfinished}; run "
+                         f"`python -m labkit.papers.sims_runs --profile {profile} {fix}`")
     return record
 
 
@@ -774,6 +783,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=None, choices=MODEL_NAMES + BASELINES,
                         help="default: every model (no CRN-chapter baselines in the smoke profile)")
     args = parser.parse_args(argv)
+    check_dry_run_arguments(parser, args)
     device = setup(seed=args.seed, threads=args.threads, device=args.device)
     run(args.profile, args.parts, args.models, device, args.max_minutes, args.run_dir, args.export, seed=args.seed)
     return 0

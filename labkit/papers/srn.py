@@ -49,6 +49,8 @@ from torch import nn
 
 from ..checks import check_int, check_number, check_pair, check_positive_int, check_probability
 from ..features import FeatureExtractor
+from ..networks import float32_region
+from ..train import register_dry_run
 from . import _checks
 
 CHAPTER = "srn"
@@ -118,6 +120,12 @@ PROFILES = {
              "finetune_steps": 20_000, "critic_steps": PAPER_CRITIC_STEPS, "batch_size": 16, "train_scenes": 2975,
              "eval_scenes": 500, "learning_rate": PAPER_LEARNING_RATE, "rsv_kernel": 64},
 }
+DRY_RUN = register_dry_run(PROFILES, {"size": (64, 128), "pretrain_steps": 2, "finetune_steps": 2, "train_scenes": 16,
+                                      "eval_scenes": 4})
+"""How ``python -m labkit.dry_run srn`` shrinks the full profile: 2 steps per network, a few scenes."""
+DRY_RUN_NOTE = ("The dry run keeps the full profile's networks (width 64, critics 64), batch 16, 5 critic steps, "
+                "RSV kernel 64 and losses, on 64×128 scenes instead of 128×256: a full-size fine-tuning step "
+                "(5 critic steps with gradient penalties, ID-MRF) takes minutes on one CPU thread.")
 
 _BOOK = PROFILES["book"]
 DEVIATIONS = [
@@ -379,8 +387,9 @@ def _multiple_of_4(images: torch.Tensor, name: str) -> None:
 
 def _full_precision():
     """Statistics, similarities and penalties in float32: ``fit`` runs the loss under bf16
-    autocast on CUDA, which quantises ID-MRF's relative distances and CN's moments."""
-    return torch.autocast("cuda", enabled=False)
+    autocast on CUDA (and in the CPU dry run), which quantises ID-MRF's relative distances and
+    CN's moments."""
+    return float32_region()
 
 
 def region_statistics(features: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5) -> dict:
@@ -879,30 +888,33 @@ class SRNTrainer(nn.Module):
             self._weights[key] = reconstruction_weights(mask, self.reconstruction, self.rsv_kernel)
         return self._weights[key]
 
-    def _predict(self, batch):
+    def _predict(self, batch, chunks: int):
+        """The generator on the first of ``chunks`` equal parts of the batch (the others are the
+        critics' extra steps' images); returns (prediction, unknown mask, ℒ_rec, logs)."""
         _checks.batch(batch, ("image", "placement"))
         image, placement = _checks.images_batch(batch["image"], 'batch["image"]'), check_placement(batch["placement"])
         if tuple(image.shape[-2:]) != tuple(self.global_critic.size):
             raise ValueError(f'batch["image"] must be (N, 3, {self.global_critic.size[0]}, {self.global_critic.size[1]}) '
                              f"for this trainer's critics, got {tuple(image.shape)}")
-        if len(image) % self.critic_steps:
-            raise ValueError(f"a batch of {len(image)} images does not split into {self.critic_steps} critic steps")
-        image = image[:len(image) // self.critic_steps] if self.critic_steps > 1 else image
+        if len(image) % chunks:
+            raise ValueError(f"a batch of {len(image)} images does not split into {chunks} critic steps")
+        image = image[:len(image) // chunks] if chunks > 1 else image
         predicted = self.generator(crop_known(image, placement), placement)
         mask = unknown_mask(image.shape[-2:], placement, len(image)).to(image)
         loss, logs = _reconstruction_loss(predicted, image, mask, self._weights_for(mask, placement))
         return predicted, mask, loss, logs
 
     def pretrain_loss(self, batch):
-        """Phase 1: ℒ_rec of batch {"image": (critic_steps·N, 3, H, W) in [0, 1], "placement": str}."""
-        _, _, loss, logs = self._predict(batch)
+        """Phase 1: ℒ_rec of batch {"image": (N, 3, H, W) in [0, 1], "placement": str}: every image
+        is the generator's (no critic runs in this phase, so none is set aside for critic steps)."""
+        _, _, loss, logs = self._predict(batch, 1)
         return loss, logs
 
     def _critic_scores(self, images, mask):
         return self.global_critic(images) + self.contextual_critic(images, mask)
 
     def finetune_loss(self, batch, critic_optimizer: torch.optim.Optimizer | None = None):
-        predicted, mask, loss, logs = self._predict(batch)
+        predicted, mask, loss, logs = self._predict(batch, self.critic_steps)
         chunks = batch["image"].chunk(self.critic_steps) if self.critic_steps > 1 else (batch["image"],)
         real = chunks[0] * 2 - 1
         complete = (predicted * 2 - 1) * mask + real * (1 - mask)
