@@ -1,6 +1,6 @@
 """How much accelerator memory each chapter's full-profile training step needs, measured on a CPU.
 
-    python benchmarks/memory.py                      # every chapter, full profile → reports/benchmarks/memory_full_cpu.json
+    python benchmarks/memory.py                      # every chapter → reports/benchmarks/memory_full_cpu.json
     python benchmarks/memory.py --chapter crn --profile smoke --out /tmp/m.json   # a quick check
     python benchmarks/memory.py --table              # print the README's table from the record
 

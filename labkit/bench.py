@@ -13,6 +13,7 @@ from .checks import check_int, check_positive_int
 from .data import PALETTE, check_size, render_batch
 from .data.validation import check_image_label_pair, check_label_map
 from .metrics import _check_judge, fcn_score, frechet_distance, perceptual_distance, psnr, ssim
+from .train import register_dry_run
 
 PROFILES = {
     # size: resolution of the metric demos; eval_scenes: held-out scenes the judge is scored on;
@@ -23,6 +24,9 @@ PROFILES = {
     "full": {"size": (64, 128), "eval_sizes": [(64, 128), (128, 256)], "eval_scenes": 256,
              "frechet_scenes": 1000},
 }
+DRY_RUN = register_dry_run(PROFILES, {"eval_sizes": [(64, 128)], "eval_scenes": 16, "frechet_scenes": 64})
+"""How a dry run of the full profile (``labkit reproduce --profile full --dry-run``) shrinks chapter 0's."""
+DRY_RUN_NOTE = "The dry run scores the judge on 16 scenes at 64×128 only, and Fréchet distances on 64 images."
 
 
 def flat_label_images(labels: torch.Tensor) -> torch.Tensor:

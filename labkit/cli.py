@@ -4,6 +4,7 @@
     labkit reproduce --profile book 00 crn                   # some chapters
     labkit reproduce --profile full -p max_minutes 30 crn    # time-boxed
     labkit reproduce --profile full --restart crn            # set old checkpoints aside first
+    labkit reproduce --profile full --dry-run crn            # the full profile's cells on a CPU, shrunk
 
 Each chapter runs from ``notebooks/<chapter>.ipynb`` into
 ``runs/<profile>/<chapter>/``: the executed notebook, its ``metrics.json``
@@ -32,7 +33,7 @@ import os
 import sys
 from pathlib import Path
 
-from .train import PROFILE_NAMES, REPO_ROOT, RESTART_ENV, choose_device
+from .train import DRY_RUN_ENV, DRY_RUN_ROOT_ENV, FAST_PATH_ENV, PROFILE_NAMES, REPO_ROOT, RESTART_ENV, choose_device
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 FLAG_PARAMETERS = {"profile": "--profile", "device": "--device"}
@@ -139,19 +140,25 @@ def _parse_value(text: str):
 
 def reproduce(profile: str, selected: list[str] | None = None, device: str | None = None,
               extra: dict | None = None, runs_root: Path | None = None, kernel: str = "python3",
-              repo: Path | None = None, restart: bool = False) -> list[Path]:
+              repo: Path | None = None, restart: bool = False, dry_run: bool = False) -> list[Path]:
     """Execute chapters with papermill; returns the run folders.
 
     Every chapter's parameters are checked before the first one starts.
     ``repo`` (default: where this labkit lives) provides the notebooks, the
     ``runs/`` folder (unless ``runs_root`` is given) and the ``labkit`` the
-    kernels import. ``restart`` sets LABKIT_RESTART=1 for the kernels."""
+    kernels import. ``restart`` sets LABKIT_RESTART=1 for the kernels.
+    ``dry_run`` (full profile only) runs every notebook on its chapter's dry-run
+    settings (:mod:`labkit.dry_run`) under bf16 autocast + channels_last, into
+    ``runs/dry-run/<notebook>/``: the notebooks' full-profile cells, on a CPU (after
+    ``python -m labkit.dry_run``, they load its checkpoints there)."""
     import papermill
 
     from .execution import SlicedPollKernelManager   # papermill's own client can stall after a widget cell
 
     if profile not in PROFILE_NAMES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {list(PROFILE_NAMES)}")
+    if dry_run and profile != "full":
+        raise ValueError(f"--dry-run shrinks the full profile; use it with --profile full, not {profile}")
     for name, flag in FLAG_PARAMETERS.items():
         if name in (extra or {}):
             raise ValueError(f"-p {name} is not accepted: {name} comes from {flag} only")
@@ -174,9 +181,12 @@ def reproduce(profile: str, selected: list[str] | None = None, device: str | Non
         p for p in (str(repo), os.environ.get("PYTHONPATH", "")) if p)}
     if restart:
         environment[RESTART_ENV] = "1"
+    if dry_run:
+        environment.update({DRY_RUN_ENV: "1", FAST_PATH_ENV: os.environ.get(FAST_PATH_ENV, "1"),
+                            DRY_RUN_ROOT_ENV: str(runs_root / "dry-run")})
     done = []
     for name, notebook, parameters in plan:
-        run_dir = runs_root / profile / name
+        run_dir = runs_root / ("dry-run" if dry_run else profile) / name
         run_dir.mkdir(parents=True, exist_ok=True)
         print(f"[labkit] {name}: profile={profile} → {run_dir}", flush=True)
         environment["LABKIT_RUN_DIR"] = str(run_dir)
@@ -212,6 +222,9 @@ def main(argv=None) -> int:
                      help="the course checkout to run (default: the one holding the current directory)")
     rep.add_argument("--restart", action="store_true",
                      help="set existing training checkpoints aside (renamed) and train from step 0")
+    rep.add_argument("--dry-run", action="store_true",
+                     help="with --profile full: every notebook on its chapter's dry-run settings (2 steps per "
+                          "network, a few scenes, bf16 + channels_last), into runs/dry-run/<notebook>/")
     rep.add_argument("chapters", nargs="*", help="chapters to run (default: all), e.g. 00 or crn")
     chapters_parser = sub.add_parser("chapters", help="list the chapters")
     chapters_parser.add_argument("--repo", default=None, help="the course checkout (default: as for reproduce)")
@@ -223,7 +236,8 @@ def main(argv=None) -> int:
             return 0
         print(f"[labkit] repository: {repo} ({why})", flush=True)
         extra = {name: _parse_value(value) for name, value in args.parameter}
-        reproduce(args.profile, args.chapters, device=args.device, extra=extra, repo=repo, restart=args.restart)
+        reproduce(args.profile, args.chapters, device=args.device, extra=extra, repo=repo, restart=args.restart,
+                  dry_run=args.dry_run)
     except (ValueError, FileNotFoundError) as error:
         print(f"labkit: error: {error}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """A dry run of a chapter's ``full`` profile on the CPU, before anyone pays for a GPU.
 
-    python -m labkit.dry_run                 # every chapter, into runs/dry-run/<chapter>/
+    python -m labkit.dry_run                 # every chapter, into runs/dry-run/<notebook>/ (e.g. 01_crn)
     python -m labkit.dry_run crn srn         # some chapters
     python -m labkit.papers.srn_runs --profile full --dry-run   # one pass of one chapter
 
@@ -17,10 +17,12 @@ says so.
 
 The run happens in **passes**. In each pass every training call stops after one
 step of its own (``LABKIT_STOP_AFTER_STEPS=1``, as a killed process would), so the
-next pass must resume each network from its checkpoint: every checkpoint's step may
-only grow, by one per pass, and the run must end with every record finished
-(``read_record`` refuses unfinished or stale records) within :data:`MAX_PASSES`.
-A checkpoint that restarted from step 0 instead would never get past step 1.
+next call must resume the network from its checkpoint. :data:`labkit.train.FIT_JOURNAL`
+says where each call started: it must be where the previous call on that checkpoint
+left it (several models may share one, as SRN's share their first phase), every
+checkpoint must be resumed at least once, and the run must end with every record
+finished (``read_record`` refuses unfinished or stale records) within
+:data:`MAX_PASSES`.
 
 GPU branches: training runs under bf16 autocast with channels_last networks, the
 branch :func:`labkit.train.fit` takes on CUDA (``LABKIT_BF16_CHANNELS_LAST=1``).
@@ -29,7 +31,10 @@ branch :func:`labkit.train.fit` takes on CUDA (``LABKIT_BF16_CHANNELS_LAST=1``).
 ``tests/test_train.py`` (two gloo processes). What a CPU cannot run is NCCL and the
 device itself.
 
-The summary (``runs/dry-run/<chapter>/dry_run.json``) lists each pass's
+``labkit reproduce --profile full --dry-run`` then runs each chapter's notebook in the same
+folder: its full-profile cells load these checkpoints instead of training again.
+
+The summary (``runs/dry-run/<notebook>/dry_run.json``) lists each pass's
 checkpoint steps and wall time, the settings used, and what was loaded back.
 """
 from __future__ import annotations
@@ -42,9 +47,9 @@ import time
 import warnings
 from pathlib import Path
 
+from . import train
 from .checkpoints import load_checkpoint, write_json
-from .train import (DRY_RUN_ENV, FAST_PATH_ENV, REPO_ROOT, STOP_AFTER_ENV, provenance, select_profile,
-                    setup)
+from .train import DRY_RUN_ENV, FAST_PATH_ENV, STOP_AFTER_ENV, dry_run_dir, provenance, select_profile, setup
 
 CHAPTERS = ("crn", "sims", "srn", "analogy", "seigan")
 MAX_PASSES = 6
@@ -103,6 +108,31 @@ def checkpoint_steps(run_dir: Path) -> dict[str, int]:
     return steps
 
 
+def check_resumes(chapter: str, number: int, run_dir: Path, before: dict[str, int], journal: list[dict]) -> list[dict]:
+    """Check pass ``number``'s :data:`labkit.train.FIT_JOURNAL`: each training call on a checkpoint
+    under ``<run dir>/train/`` started where the previous call on it (or the last pass) left it,
+    and trained at most one step (the interruption). Several calls may share a checkpoint (SRN's
+    models share their first phase). Returns the calls, each with its checkpoint's name."""
+    train_dir = (Path(run_dir) / "train").resolve()
+    at, calls = {}, []
+    for entry in journal:
+        path = Path(entry["checkpoint"])
+        if train_dir not in path.parents:
+            continue
+        name = str(path.relative_to(train_dir))
+        expected = at.get(name, before.get(name, 0))
+        if entry["resumed_from"] != expected:
+            raise RuntimeError(f"{chapter} dry run, pass {number}: train/{name} was at step {expected} but training "
+                               f"started from step {entry['resumed_from']}: it did not resume its checkpoint")
+        if entry["steps_done"] - entry["resumed_from"] > 1:
+            raise RuntimeError(f"{chapter} dry run, pass {number}: train/{name} trained from step "
+                               f"{entry['resumed_from']} to {entry['steps_done']} in one call; the interruption "
+                               f"({STOP_AFTER_ENV}=1) was not honoured")
+        at[name] = entry["steps_done"]
+        calls.append(dict(entry, name=name))
+    return calls
+
+
 def _run_pass(chapter: str, run_dir: Path, device) -> None:
     """One call of the chapter's run module, as the chapter's notebook makes it under the full profile
     (CRN's notebook loads its generators from the training checkpoints; the others export)."""
@@ -147,42 +177,46 @@ def _load_back(chapter: str, run_dir: Path, device, settings: dict) -> dict:
 
 def dry_run(chapter: str, run_dir=None, device="cpu", fast_path: bool = True, max_passes: int = MAX_PASSES,
             log=print) -> dict:
-    """Dry-run ``chapter``'s full profile in ``run_dir`` (default ``runs/dry-run/<chapter>/``;
+    """Dry-run ``chapter``'s full profile in ``run_dir`` (default :func:`labkit.train.dry_run_dir`);
     an existing one is resumed, so pass a fresh folder for a clean check). Returns the
     summary it writes to ``<run dir>/dry_run.json``. Raises ``RuntimeError`` when a
-    checkpoint does not resume (its step falls, or jumps by more than one step per pass)
-    or the run does not finish within ``max_passes``."""
+    training call does not resume its checkpoint where it was, trains past the interruption,
+    a checkpoint's step falls or is never resumed, or the run does not finish within
+    ``max_passes``."""
     from .checks import check_device, check_path, check_positive_int
 
     paper, runs = modules(chapter)
     device = check_device(device)
     check_positive_int(max_passes, "max_passes")
-    run_dir = check_path(run_dir, "run_dir") if run_dir is not None else REPO_ROOT / "runs" / "dry-run" / chapter
+    run_dir = check_path(run_dir, "run_dir") if run_dir is not None else dry_run_dir(chapter)
     run_dir.mkdir(parents=True, exist_ok=True)
     settings = dry_run_settings(chapter)
     full = select_profile(paper.PROFILES, "full")
     environment = {DRY_RUN_ENV: "1", FAST_PATH_ENV: "1" if fast_path else "0", "LABKIT_RUN_DIR": None}
     began = time.monotonic()
-    passes, previous = [], checkpoint_steps(run_dir)
+    passes, previous, resumed = [], checkpoint_steps(run_dir), set()
     with _Environment(**environment), warnings.catch_warnings():
         # a few test images make Fréchet distances' covariances singular: expected, and said once here
         warnings.filterwarnings("ignore", message=".*covariances are singular.*")
         warnings.filterwarnings("ignore", message=".*Matrix is singular.*")
         for number in range(1, max_passes + 1):
             started = time.monotonic()
+            train.FIT_JOURNAL.clear()
             with _Environment(**{STOP_AFTER_ENV: "1"}):
                 _run_pass(chapter, run_dir, device)
             steps = checkpoint_steps(run_dir)
+            calls = check_resumes(chapter, number, run_dir, previous, list(train.FIT_JOURNAL))
+            resumed |= {call["name"] for call in calls if call["resumed_from"] > 0}
             for name, step in steps.items():
-                before = previous.get(name, 0)
-                if step < before or step > before + 1:
-                    raise RuntimeError(f"{chapter} dry run, pass {number}: checkpoint train/{name} went from step "
-                                       f"{before} to {step}; a resumed network advances by one step per pass")
+                if step < previous.get(name, 0):
+                    raise RuntimeError(f"{chapter} dry run, pass {number}: checkpoint train/{name} went back from "
+                                       f"step {previous[name]} to {step}")
             advanced = sorted(name for name, step in steps.items() if step > previous.get(name, 0))
             passes.append({"pass": number, "seconds": round(time.monotonic() - started, 1),
-                           "checkpoint_steps": steps, "advanced": advanced})
-            log(f"[dry run] {chapter} pass {number}: {len(advanced)} network(s) advanced one step "
-                f"({time.monotonic() - started:.0f} s)")
+                           "checkpoint_steps": steps, "advanced": advanced, "training_calls": len(calls),
+                           "resumed_calls": sum(1 for call in calls if call["resumed_from"] > 0)})
+            log(f"[dry run] {chapter} pass {number}: {len(calls)} training calls, {len(advanced)} checkpoint(s) "
+                f"advanced ({time.monotonic() - started:.0f} s)")
             previous = steps
             try:
                 record = runs.read_record("full", run_dir)   # refuses unfinished or stale records
@@ -195,17 +229,16 @@ def dry_run(chapter: str, run_dir=None, device="cpu", fast_path: bool = True, ma
             raise RuntimeError(f"{chapter} dry run: the record is not finished after {max_passes} passes")
         claims = runs.claims(record)
         loaded = _load_back(chapter, run_dir, device, settings)
-    resumed = sorted(name for name, step in previous.items() if step >= 2)
-    never = sorted(set(previous) - set(resumed))
+    never = sorted(set(previous) - resumed)
     if never:
-        raise RuntimeError(f"{chapter} dry run: checkpoints {never} never trained a second step, so their resume "
-                           "was not exercised; give them at least 2 steps in the chapter's DRY_RUN")
+        raise RuntimeError(f"{chapter} dry run: checkpoints {never} were never resumed (no training call started "
+                           "past step 0); give them at least 2 steps in the chapter's DRY_RUN")
     if not previous:
         raise RuntimeError(f"{chapter} dry run: no training checkpoint was written under {run_dir / 'train'}")
     kept = {key: full[key] for key in full if key not in paper.DRY_RUN}
     summary = {
         "chapter": chapter, "run_dir": str(run_dir), "passes": passes,
-        "checkpoints": previous, "resumed": resumed,
+        "checkpoints": previous, "resumed": sorted(resumed),
         "models_recorded": sorted(record["metrics"]), "claims": len(claims), "loaded": loaded,
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()},
         "shrunk": {k: {"full": (list(full[k]) if isinstance(full[k], tuple) else full[k]),
@@ -222,7 +255,7 @@ def dry_run(chapter: str, run_dir=None, device="cpu", fast_path: bool = True, ma
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labkit.dry_run", description=__doc__.split("\n")[0])
     parser.add_argument("chapters", nargs="*", default=list(CHAPTERS), help=f"some of {list(CHAPTERS)} (default: all)")
-    parser.add_argument("--run-dir", default=None, help="a folder for one chapter (default runs/dry-run/<chapter>/)")
+    parser.add_argument("--run-dir", default=None, help="a folder for one chapter (default runs/dry-run/<notebook>/)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-fast-path", action="store_true",
                         help="train in float32 without channels_last (default: bf16 autocast + channels_last, "

@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 
 from .checkpoints import read_json
-from .train import (PROFILE_NAMES, REPO_ROOT, argparse_device, argparse_positive_int, argparse_seed, provenance,
-                    select_profile, write_metrics)
+from .train import (PROFILE_NAMES, REPO_ROOT, argparse_device, argparse_positive_int, argparse_seed, dry_run_dir,
+                    dry_run_requested, provenance, select_profile, write_metrics)
 
 REPORT = "report"   # reports/<profile>/report/
 
@@ -181,12 +181,15 @@ PAPER_EVIDENCE = {
 def chapter_record_dirs(key: str, profile: str) -> list[Path]:
     """Where a chapter's record of ``profile`` may be, in order: the committed book record
     (book), ``reports/<profile>/<chapter>/`` (``python -m labkit.papers.<chapter>_runs``), then
-    ``runs/<profile>/<notebook>/`` (``labkit reproduce``, which runs the notebook there)."""
+    ``runs/<profile>/<notebook>/`` (``labkit reproduce``, which runs the notebook there). A dry run of
+    the full profile (``LABKIT_DRY_RUN=1``) looks in the dry runs' folder only (:func:`labkit.train.dry_run_dir`)."""
     if profile not in PROFILE_NAMES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {list(PROFILE_NAMES)}")
     item = chapter(key)
     if profile == "book":
         return [REPO_ROOT / "reports" / "book" / key]
+    if profile == "full" and dry_run_requested():   # a dry run reads dry runs only, never a real full record
+        return [dry_run_dir(item.notebook), dry_run_dir(key)]
     return [REPO_ROOT / "reports" / profile / key, REPO_ROOT / "runs" / profile / item.notebook]
 
 

@@ -57,6 +57,8 @@ RESTART_ENV = "LABKIT_RESTART"
 DRY_RUN_ENV = "LABKIT_DRY_RUN"
 """``LABKIT_DRY_RUN=1``: :func:`select_profile` shrinks the ``full`` profile by the chapter's
 ``DRY_RUN`` overrides (see :func:`register_dry_run` and :mod:`labkit.dry_run`)."""
+DRY_RUN_ROOT_ENV = "LABKIT_DRY_RUN_ROOT"
+"""The folder of dry runs (default ``runs/dry-run``): see :func:`dry_run_dir`."""
 STOP_AFTER_ENV = "LABKIT_STOP_AFTER_STEPS"
 """``LABKIT_STOP_AFTER_STEPS=N``: every :func:`fit` call of the process stops after N steps of its
 own, as an interruption would (the dry run's resume check uses it)."""
@@ -270,7 +272,7 @@ def run_argument_parser(module: str, description: str, profiles: dict, chapter: 
     parser.add_argument("--dry-run", action=_DryRunAction,
                         help="with --profile full: the full profile's networks, batches and losses for 2 steps "
                              "each on a few scenes, under bf16 autocast + channels_last, into runs/dry-run/"
-                             f"{chapter}/ (python -m labkit.dry_run adds the resume check)")
+                             "<notebook>/ (python -m labkit.dry_run adds the resume check)")
     return parser
 
 
@@ -374,16 +376,31 @@ def _check_profile_and_chapter(profile, chapter) -> None:
         raise ValueError(f"chapter must be a folder name such as 'crn' (no path separators), got {chapter!r}")
 
 
+def dry_run_dir(chapter: str) -> Path:
+    """``runs/dry-run/<notebook>/`` (e.g. ``runs/dry-run/01_crn/`` for ``crn``; ``LABKIT_DRY_RUN_ROOT``
+    replaces ``runs/dry-run``): where a dry run of the full profile goes, the folder ``labkit
+    reproduce --profile full --dry-run`` runs the chapter's notebook in, so the notebook finds the
+    run module's dry-run checkpoints there, and the report finds every chapter's."""
+    from .cli import chapters, resolve_chapter
+
+    try:
+        name = resolve_chapter(chapter, chapters(REPO_ROOT / "notebooks"))
+    except ValueError:
+        name = chapter
+    root = os.environ.get(DRY_RUN_ROOT_ENV, "").strip()
+    return (Path(root) if root else REPO_ROOT / "runs" / "dry-run") / name
+
+
 def reports_dir(profile: str, chapter: str) -> Path:
     """``reports/<profile>/<chapter>/``, or the folder named by ``LABKIT_RUN_DIR``
     (set by ``labkit reproduce`` so a run's metrics land beside its notebook); a dry run of
-    the full profile (``LABKIT_DRY_RUN=1``) defaults to ``runs/dry-run/<chapter>/``."""
+    the full profile (``LABKIT_DRY_RUN=1``) defaults to :func:`dry_run_dir`."""
     _check_profile_and_chapter(profile, chapter)
     override = os.environ.get("LABKIT_RUN_DIR")
     if override:
         path = Path(override)
     elif profile == "full" and dry_run_requested():   # never where a real full run's record goes
-        path = REPO_ROOT / "runs" / "dry-run" / chapter
+        path = dry_run_dir(chapter)
     else:
         path = REPO_ROOT / "reports" / profile / chapter
     path.mkdir(parents=True, exist_ok=True)
@@ -493,6 +510,11 @@ class FitResult:
     wall_time_s: float = 0.0
     resumed_from: int = 0
 
+
+FIT_JOURNAL: list[dict] = []
+"""One entry per :func:`fit` call of this process that had a checkpoint: {"checkpoint", "resumed_from",
+"steps_done", "steps"}. The dry run (:mod:`labkit.dry_run`) reads it to check that every call resumed
+its checkpoint where the previous call left it."""
 
 RESTART_ADVICE = ("delete or move {path} to train this model from the start, or rerun with --restart "
                   "(LABKIT_RESTART=1), which sets it aside")
@@ -698,6 +720,9 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batch_for_step: Call
     # the wall time returned is the one the checkpoint keeps, so a resumed run's total never falls below it
     wall_time_s = time_before + time.monotonic() - began
     save(step, wall_time_s)
+    if checkpoint is not None:
+        FIT_JOURNAL.append({"checkpoint": str(checkpoint.resolve()), "resumed_from": start_step, "steps_done": step,
+                            "steps": steps})
     model.eval()
     return FitResult(steps_done=step, finished=step >= steps, history=history,
                      wall_time_s=wall_time_s, resumed_from=start_step)

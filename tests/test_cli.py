@@ -67,3 +67,24 @@ def test_every_course_notebook_declares_the_standard_parameters():
         declared = cli.declared_parameters(cli.NOTEBOOKS / f"{name}.ipynb")
         assert {"profile", "device", "seed"} <= set(declared), name
         assert declared["profile"] == "book", f"{name} must default to the book profile"
+
+
+def test_dry_run_reproduces_the_full_profile_into_runs_dry_run(notebooks, tmp_path, monkeypatch):
+    """--dry-run: the kernels see LABKIT_DRY_RUN=1 and the GPU branch switch, and write to
+    runs/dry-run/<chapter>/, never runs/full/; it goes with the full profile only."""
+    for name in ("LABKIT_DRY_RUN", "LABKIT_BF16_CHANNELS_LAST"):
+        monkeypatch.delenv(name, raising=False)
+    body = ("import json, os, pathlib\n"
+            "out = pathlib.Path(os.environ['LABKIT_RUN_DIR'])\n"
+            "(out / 'metrics.json').write_text(json.dumps({'profile': profile, 'dry_run': os.environ.get('LABKIT_DRY_RUN'),"
+            " 'fast': os.environ.get('LABKIT_BF16_CHANNELS_LAST')}))")
+    nb = nbformat.read(notebooks / "00_toy.ipynb", as_version=4)
+    nb.cells[1].source = body
+    nbformat.write(nb, notebooks / "00_toy.ipynb")
+    [run] = cli.reproduce("full", ["toy"], runs_root=tmp_path / "runs", dry_run=True)
+    assert run == tmp_path / "runs" / "dry-run" / "00_toy"
+    assert json.loads((run / "metrics.json").read_text()) == {"profile": "full", "dry_run": "1", "fast": "1"}
+    assert not (tmp_path / "runs" / "full").exists()
+    assert "LABKIT_DRY_RUN" not in __import__("os").environ   # this process's environment is restored
+    with pytest.raises(ValueError, match="use it with --profile full"):
+        cli.reproduce("book", ["toy"], runs_root=tmp_path / "runs", dry_run=True)

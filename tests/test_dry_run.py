@@ -14,8 +14,8 @@ from torch import nn
 from labkit import dry_run as dry
 from labkit.checkpoints import load_checkpoint, save_checkpoint, write_json
 from labkit.networks import float32_region
-from labkit.train import (DRY_RUN_ENV, FAST_PATH_ENV, STOP_AFTER_ENV, fast_path, fit, register_dry_run, reports_dir,
-                          select_profile)
+from labkit.train import (DRY_RUN_ENV, DRY_RUN_ROOT_ENV, FAST_PATH_ENV, STOP_AFTER_ENV, fast_path, fit,
+                          register_dry_run, reports_dir, select_profile)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def environment(monkeypatch):
     """Each test starts with none of the dry run's variables set."""
-    for name in (DRY_RUN_ENV, FAST_PATH_ENV, STOP_AFTER_ENV, "LABKIT_RUN_DIR"):
+    for name in (DRY_RUN_ENV, DRY_RUN_ROOT_ENV, FAST_PATH_ENV, STOP_AFTER_ENV, "LABKIT_RUN_DIR"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -35,16 +35,39 @@ def _channels_last_weights(state: dict) -> list[bool]:
             and t.shape[1] > 1]
 
 
+@pytest.fixture(scope="module")
+def dry_root(tmp_path_factory):
+    """One folder for the module's dry runs: runs/dry-run/<notebook>/ inside it, as in the repository."""
+    return tmp_path_factory.mktemp("runs_root")
+
+
+def _notebook_name(chapter: str) -> str:
+    from labkit import cli
+
+    return cli.resolve_chapter(chapter, cli.chapters())
+
+
+def _errors(notebook: Path) -> list:
+    import nbformat
+
+    executed = nbformat.read(notebook, as_version=4)
+    return [o.get("ename") for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", dry.CHAPTERS)
-def test_full_profile_dry_run_trains_resumes_and_scores(chapter, tmp_path, environment):
+def test_full_profile_dry_run_trains_resumes_and_scores(chapter, dry_root, environment):
+    from labkit import cli
+
     paper = importlib.import_module(f"labkit.papers.{chapter}")
-    summary = dry.dry_run(chapter, run_dir=tmp_path / chapter, device="cpu", log=lambda *_: None)
+    run_dir = dry_root / "dry-run" / _notebook_name(chapter)
+    summary = dry.dry_run(chapter, run_dir=run_dir, device="cpu", log=lambda *_: None)
     full = paper.PROFILES["full"]
     # the full profile's networks, batches and learning rates, only fewer steps, scenes and pixels
     for key in summary["kept_from_full"]:
         assert summary["settings"][key] == (list(full[key]) if isinstance(full[key], tuple) else full[key]), key
-    assert {"batch_size", "learning_rate"} & set(summary["kept_from_full"]) or "generator_lr" in summary["kept_from_full"]
+    kept = set(summary["kept_from_full"])
+    assert {"batch_size", "learning_rate"} & kept or "generator_lr" in kept
     # every network was interrupted after one step and resumed from its checkpoint in a later pass
     assert summary["checkpoints"] and summary["resumed"] == sorted(summary["checkpoints"])
     assert len(summary["passes"]) >= 2
@@ -55,10 +78,35 @@ def test_full_profile_dry_run_trains_resumes_and_scores(chapter, tmp_path, envir
     assert summary["claims"] > 0 and summary["loaded"]
     # the training took the GPU run's branch: bf16 autocast and channels_last networks
     for name in summary["checkpoints"]:
-        state = load_checkpoint(tmp_path / chapter / "train" / name)
+        state = load_checkpoint(run_dir / "train" / name)
         assert state["config"] is None or state["config"].get("dry_run", True), name
         stored = _channels_last_weights(state["model"])
         assert stored and all(stored), f"{name}: weights not channels_last, so fit did not take the GPU branch"
+    # then the chapter's notebook, every full-profile cell, on these runs (it loads their checkpoints)
+    [notebook_run] = cli.reproduce("full", [chapter], runs_root=dry_root, dry_run=True)
+    assert notebook_run == run_dir and not _errors(run_dir / f"{run_dir.name}.ipynb")
+    assert load_checkpoint(run_dir / "train" / sorted(summary["checkpoints"])[0])["step"] \
+        == summary["checkpoints"][sorted(summary["checkpoints"])[0]]   # loaded, not trained further
+
+
+@pytest.mark.slow
+def test_full_profile_dry_run_of_the_data_and_report_notebooks(dry_root, environment):
+    """Chapter 0 on its dry-run settings, and the report on every chapter's dry run that the
+    tests above left in ``dry_root`` (it reads dry runs only, never a real full record)."""
+    import nbformat
+
+    from labkit import cli
+
+    done = cli.reproduce("full", ["00", "06"], runs_root=dry_root, dry_run=True)
+    assert [run.name for run in done] == ["00_data_and_evaluation", "06_report"]
+    for run in done:
+        assert not _errors(run / f"{run.name}.ipynb")
+    executed = nbformat.read(done[1] / "06_report.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    ran = [chapter for chapter in dry.CHAPTERS
+           if (dry_root / "dry-run" / _notebook_name(chapter) / "metrics.json").is_file()]
+    listed = text.split("records:", 1)[1].split("\n", 1)[0] if "records:" in text else ""
+    assert all(f"{chapter} (" in listed for chapter in ran), (ran, listed)
 
 
 def test_dry_run_settings_shrink_counts_only(environment):
@@ -84,7 +132,7 @@ def test_dry_run_applies_to_the_full_profile_only_and_goes_to_runs(environment):
     assert select_profile(profiles, "full") == {"steps": 2, "width": 64, "size": (32, 64), "profile": "full",
                                                 "dry_run": True}
     assert select_profile(profiles, "book") == {"steps": 5, "width": 8, "profile": "book"}
-    assert reports_dir("full", "crn") == REPO / "runs" / "dry-run" / "crn"
+    assert reports_dir("full", "crn") == REPO / "runs" / "dry-run" / "01_crn"   # where its notebook runs
     with pytest.raises(ValueError, match="declares none"):
         select_profile({"book": {}, "full": {"steps": 1}}, "full")
 
@@ -126,6 +174,9 @@ def test_fast_path_and_stop_after_come_from_the_environment(environment, tmp_pat
     result = fit(model, torch.optim.Adam(model.parameters()), lambda s: torch.rand(2, 3, 8, 8), loss_fn, steps=5,
                  checkpoint=tmp_path / "m.pt", progress=False)
     assert result.steps_done == 2 and not result.finished   # stopped as an interruption would
+    from labkit import train
+    assert train.FIT_JOURNAL[-1] == {"checkpoint": str((tmp_path / "m.pt").resolve()), "resumed_from": 0,
+                                     "steps_done": 2, "steps": 5}
     assert seen == [True, False, True, False]               # bf16 autocast outside, float32 inside the region
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
     environment.setenv(STOP_AFTER_ENV, "x")
@@ -134,27 +185,47 @@ def test_fast_path_and_stop_after_come_from_the_environment(environment, tmp_pat
             progress=False)
 
 
-def _fake_pass(steps_per_pass):
-    """A stand-in for a chapter's run: writes one checkpoint whose step follows ``steps_per_pass``."""
-    calls = iter(steps_per_pass)
+def _fake_pass(calls_per_pass):
+    """A stand-in for a chapter's run: per pass, a list of (resumed_from, steps_done) training calls on
+    one checkpoint, journaled as labkit.train.fit journals them; the checkpoint keeps the last step."""
+    from labkit import train
+
+    passes = iter(calls_per_pass)
 
     def run_pass(chapter, run_dir, device):
-        save_checkpoint(run_dir / "train" / "net.pt", {"model": {}, "optimizer": {}, "step": next(calls)})
+        path = run_dir / "train" / "net.pt"
+        for start, done in next(passes):
+            save_checkpoint(path, {"model": {}, "optimizer": {}, "step": done})
+            train.FIT_JOURNAL.append({"checkpoint": str(path.resolve()), "resumed_from": start, "steps_done": done,
+                                      "steps": 2})
         write_json(run_dir / "metrics.json", {"metrics": {}})
     return run_pass
 
 
-@pytest.mark.parametrize("steps, message", [
-    ((2,), "went from step 0 to 2"),             # trained past the interruption
-    ((1, 1, 1, 1, 1, 1), "no network advanced"),   # restarted from step 0 every pass instead of resuming
-    ((1, 0), "went from step 1 to 0"),
+@pytest.mark.parametrize("calls, message", [
+    ([[(0, 2)]], "trained from step 0 to 2 in one call"),          # the interruption was ignored
+    ([[(0, 1)], [(0, 1)]], "was at step 1 but training started from step 0"),   # restarted instead of resuming
+    ([[(0, 1), (0, 1)]], "was at step 1 but training started from step 0"),      # a second call restarted it
+    ([[(0, 1)], []], "no network advanced"),                         # stuck short of the end
 ])
-def test_dry_run_detects_a_network_that_does_not_resume(steps, message, tmp_path, environment, monkeypatch):
-    monkeypatch.setattr(dry, "_run_pass", _fake_pass(steps))
+def test_dry_run_detects_a_network_that_does_not_resume(calls, message, tmp_path, environment, monkeypatch):
+    monkeypatch.setattr(dry, "_run_pass", _fake_pass(calls))
     runs = importlib.import_module("labkit.papers.crn_runs")
     monkeypatch.setattr(runs, "read_record", lambda profile, run_dir: (_ for _ in ()).throw(ValueError("unfinished")))
     with pytest.raises(RuntimeError, match=message):
         dry.dry_run("crn", run_dir=tmp_path, log=lambda *_: None)
+
+
+def test_shared_checkpoints_may_advance_once_per_call(tmp_path):
+    """SRN's models share their first phase: two calls in one pass, each resuming the last."""
+    from labkit import train
+
+    path = (tmp_path / "train" / "shared.pt")
+    journal = [{"checkpoint": str(path.resolve()), "resumed_from": 1, "steps_done": 2, "steps": 4},
+               {"checkpoint": str(path.resolve()), "resumed_from": 2, "steps_done": 3, "steps": 4}]
+    calls = dry.check_resumes("srn", 2, tmp_path, {"shared.pt": 1}, journal)
+    assert [c["name"] for c in calls] == ["shared.pt", "shared.pt"]
+    assert train.FIT_JOURNAL is not journal
 
 
 def test_run_module_dry_run_flag_refuses_other_profiles_and_export():
