@@ -26,7 +26,9 @@ PROFILES = {
 }
 DRY_RUN = register_dry_run(PROFILES, {"eval_sizes": [(64, 128)], "eval_scenes": 16, "frechet_scenes": 64})
 """How a dry run of the full profile (``labkit reproduce --profile full --dry-run``) shrinks chapter 0's."""
-DRY_RUN_NOTE = "The dry run scores the judge on 16 scenes at 64×128 only, and Fréchet distances on 64 images."
+DRY_RUN_NOTE = (f"The dry run scores the judge on {DRY_RUN['eval_scenes']} scenes at "
+                f"{' and '.join(f'{h}×{w}' for h, w in DRY_RUN['eval_sizes'])} only, and Fréchet distances on "
+                f"{DRY_RUN['frechet_scenes']} images.")
 
 
 def flat_label_images(labels: torch.Tensor) -> torch.Tensor:

@@ -754,9 +754,12 @@ def comparison_figure(labels: torch.Tensor, outputs: dict[str, torch.Tensor], re
 def record_dir_of_comparison(profile: str = "book") -> Path:
     """``reports/<profile>/report/``: where ``python -m labkit.report`` records the comparison
     (committed for book). Not moved by ``labkit reproduce``'s run folder, so the report notebook
-    finds it from any run."""
+    finds it from any run. A dry run of the full profile looks in its own folder
+    (:func:`labkit.train.dry_run_dir`), never at a real full comparison."""
     if profile not in COMPARISON_PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(COMPARISON_PROFILES)}")
+    if profile == "full" and dry_run_requested():
+        return dry_run_dir(REPORT)
     return REPO_ROOT / "reports" / profile / REPORT
 
 

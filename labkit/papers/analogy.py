@@ -127,9 +127,14 @@ DRY_RUN = register_dry_run(PROFILES, {"iterations": 2, "ramp_iterations": 1, "se
                                       "photos": ("coffee",), "street_scenes": 1, "street_size": (64, 128),
                                       "photo_size": (64, 96)})
 """How ``python -m labkit.dry_run analogy`` shrinks the full profile: 2 steps per network, a few scenes."""
-DRY_RUN_NOTE = ("The dry run keeps the full profile's networks (width 32), learning rates and losses; it trains "
-                "on one photo and one street scene instead of 3 and 4, at 64×96 and 64×128 instead of 128×192 and "
-                "128×256: the patch-matching baseline (Image Analogies) takes minutes per full-size image on a CPU.")
+DRY_RUN_NOTE = (f"The dry run keeps the full profile's networks (width {PROFILES['full']['width']}), learning rates and "
+                f"losses; it trains on {len(DRY_RUN['photos'])} photo and {DRY_RUN['street_scenes']} street scene instead "
+                f"of {len(PROFILES['full']['photos'])} and {PROFILES['full']['street_scenes']}, at "
+                f"{DRY_RUN['photo_size'][0]}×{DRY_RUN['photo_size'][1]} and {DRY_RUN['street_size'][0]}×"
+                f"{DRY_RUN['street_size'][1]} instead of {PROFILES['full']['photo_size'][0]}×"
+                f"{PROFILES['full']['photo_size'][1]} and {PROFILES['full']['street_size'][0]}×"
+                f"{PROFILES['full']['street_size'][1]}: the patch-matching baseline (Image Analogies) is slow at full "
+                "size on a CPU.")
 
 _BOOK = PROFILES["book"]
 DEVIATIONS = [

@@ -81,10 +81,12 @@ PROFILES = {
 DRY_RUN = register_dry_run(PROFILES, {"size": (32, 64), "widths": PROFILES["full"]["widths"][-4:], "steps": 2,
                                       "train_scenes": 8, "eval_scenes": 4, "diversity_layouts": 2})
 """How ``python -m labkit.dry_run crn`` shrinks the full profile: 2 steps per network, a few scenes."""
-DRY_RUN_NOTE = ("The dry run keeps the full profile's modules (widths 1024 … 512, K = 9), batch and losses, on "
-                "32×64 layouts instead of 128×256: one full-size step takes ~26 s on one CPU thread, and the "
-                "single-scale baseline of matched size minutes. The cascade then starts at 4×8 with 4 modules "
-                "instead of 6: the two coarsest full-width modules are left out.")
+DRY_RUN_NOTE = (f"The dry run keeps the full profile's modules (widths {DRY_RUN['widths'][0]} … {DRY_RUN['widths'][-1]}, "
+                f"K = {PROFILES['full']['samples']}), batch and losses, on {DRY_RUN['size'][0]}×{DRY_RUN['size'][1]} "
+                f"layouts instead of {PROFILES['full']['size'][0]}×{PROFILES['full']['size'][1]}: a full-size step is too "
+                "slow for a 2-core CPU (reports/benchmarks/throughput_full_cpu.json), the matched single-scale baseline "
+                f"more so. The cascade then starts at 4×8 with {len(DRY_RUN['widths'])} modules instead of "
+                f"{len(PROFILES['full']['widths'])}: the coarsest full-width modules are left out.")
 
 DEVIATIONS = [
     "Data: procedural StreetScenes with 9 classes instead of Cityscapes' 19 (+ void); 64×128 (book) "

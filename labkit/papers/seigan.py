@@ -590,11 +590,15 @@ PROFILES = {
              "learning_rate": CYCLEGAN_LEARNING_RATE, "features": "auto"},
 }
 DRY_RUN = register_dry_run(PROFILES, {"size": (64, 128), "iterations": 2, "segmenter_iterations": 2,
-                                      "train_objects": 16, "train_backgrounds": 16, "test_pairs": 8})
+                                      "train_objects": 16, "train_backgrounds": 16, "test_pairs": 24})
 """How ``python -m labkit.dry_run seigan`` shrinks the full profile: 2 steps per network, a few scenes."""
-DRY_RUN_NOTE = ("The dry run keeps the full profile's networks (width 32, depth 6, D width 64, 64-pixel object "
-                "windows), batch 8 and losses, on 64×128 scenes instead of 128×256 (one full-size step takes "
-                "~8 s on one CPU thread), with 16 training objects and backgrounds.")
+DRY_RUN_NOTE = (f"The dry run keeps the full profile's networks (width {PROFILES['full']['width']}, depth "
+                f"{PROFILES['full']['depth']}, D width {PROFILES['full']['discriminator_width']}, "
+                f"{PROFILES['full']['object_crop']}-pixel object windows), batch {PROFILES['full']['batch_size']} and "
+                f"losses, on {DRY_RUN['size'][0]}×{DRY_RUN['size'][1]} scenes instead of {PROFILES['full']['size'][0]}×"
+                f"{PROFILES['full']['size'][1]} (a full-size step is too slow for a 2-core CPU: "
+                f"reports/benchmarks/throughput_full_cpu.json), with {DRY_RUN['train_objects']} training objects and "
+                f"backgrounds, and {DRY_RUN['test_pairs']} test pairs (the chapter's figures show pairs up to index 23).")
 
 
 class SeiganTrainer(nn.Module):

@@ -92,9 +92,11 @@ DRY_RUN = register_dry_run(PROFILES, {"size": (64, 128), "transformer_steps": 2,
                                       "synthesis_steps": 2, "memory_scenes": 16, "ordering_scenes": (16, 8),
                                       "eval_scenes": 4, "retrieval_sizes": (100, 1_000), "retrieval_queries": 2})
 """How ``python -m labkit.dry_run sims`` shrinks the full profile: 2 steps per network, a few scenes."""
-DRY_RUN_NOTE = ("The dry run keeps the full profile's networks (synthesis widths 64 … 512), batch and losses, on "
-                "64×128 layouts instead of 128×256 (one full-size step takes ~6 s on one CPU thread), with a "
-                "memory of 16 scenes.")
+DRY_RUN_NOTE = (f"The dry run keeps the full profile's networks (synthesis widths {PROFILES['full']['synthesis_widths'][0]} "
+                f"… {PROFILES['full']['synthesis_widths'][-1]}), batch and losses, on {DRY_RUN['size'][0]}×"
+                f"{DRY_RUN['size'][1]} layouts instead of {PROFILES['full']['size'][0]}×{PROFILES['full']['size'][1]} (a "
+                "full-size step is too slow for a 2-core CPU: reports/benchmarks/throughput_full_cpu.json), with a memory "
+                f"of {DRY_RUN['memory_scenes']} scenes.")
 
 
 def min_segment_area(size) -> int:

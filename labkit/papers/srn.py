@@ -123,9 +123,12 @@ PROFILES = {
 DRY_RUN = register_dry_run(PROFILES, {"size": (64, 128), "pretrain_steps": 2, "finetune_steps": 2, "train_scenes": 16,
                                       "eval_scenes": 4})
 """How ``python -m labkit.dry_run srn`` shrinks the full profile: 2 steps per network, a few scenes."""
-DRY_RUN_NOTE = ("The dry run keeps the full profile's networks (width 64, critics 64), batch 16, 5 critic steps, "
-                "RSV kernel 64 and losses, on 64×128 scenes instead of 128×256: a full-size fine-tuning step "
-                "(5 critic steps with gradient penalties, ID-MRF) takes minutes on one CPU thread.")
+DRY_RUN_NOTE = (f"The dry run keeps the full profile's networks (width {PROFILES['full']['width']}, critics "
+                f"{PROFILES['full']['critic_width']}), batch {PROFILES['full']['batch_size']}, "
+                f"{PROFILES['full']['critic_steps']} critic steps, RSV kernel {PROFILES['full']['rsv_kernel']} and losses, "
+                f"on {DRY_RUN['size'][0]}×{DRY_RUN['size'][1]} scenes instead of {PROFILES['full']['size'][0]}×"
+                f"{PROFILES['full']['size'][1]}: a full-size fine-tuning step (critic steps with gradient penalties, "
+                "ID-MRF) is too slow for a 2-core CPU (reports/benchmarks/throughput_full_cpu.json).")
 
 _BOOK = PROFILES["book"]
 DEVIATIONS = [
