@@ -18,7 +18,7 @@ STEPS = [
     ("make test (fresh clone)", "`make test` from a fresh clone: create `.venv`, install the pins, unit tests, nbval"),
     ("make book", "`make book` after that: execute every notebook, build `_build/html`"),
     ("make check-book", "`make check-book` after that: every page in headless Chromium, offline, with screenshots"),
-    ("dry run", "`python -m labkit.dry_run`: every chapter's full profile, 2 steps per network across an interruption, resumed, scored (2 threads)"),
+    ("dry run", "`python -m labkit.dry_run`, then `labkit reproduce --profile full --dry-run`: every chapter's full profile, 2 steps per network across an interruption, resumed and scored, then every notebook's full-profile cells (2 threads)"),
     ("make check-portable", "`make check-portable`: nbval over every notebook under 4 CPU variants (no SIMD and AVX2, 1 and 2 threads)"),
     ("notebook 00", "`notebooks/00_data_and_evaluation.ipynb`, book profile, top to bottom"),
     ("notebook 01", "`notebooks/01_crn.ipynb`, book profile, top to bottom"),
