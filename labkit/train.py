@@ -381,12 +381,12 @@ def dry_run_dir(chapter: str) -> Path:
     replaces ``runs/dry-run``): where a dry run of the full profile goes, the folder ``labkit
     reproduce --profile full --dry-run`` runs the chapter's notebook in, so the notebook finds the
     run module's dry-run checkpoints there, and the report finds every chapter's."""
-    from .cli import chapters, resolve_chapter
+    from .cli import chapters
 
-    try:
-        name = resolve_chapter(chapter, chapters(REPO_ROOT / "notebooks"))
-    except ValueError:
-        name = chapter
+    stems = chapters(REPO_ROOT / "notebooks")   # 01_crn … 04_semantic_analogy: a paper's key may end a stem
+    matches = [stem for stem in stems if chapter in (stem, stem.split("_", 1)[0], stem.split("_", 1)[-1])
+               or stem.endswith("_" + chapter)]
+    name = matches[0] if len(matches) == 1 else chapter
     root = os.environ.get(DRY_RUN_ROOT_ENV, "").strip()
     return (Path(root) if root else REPO_ROOT / "runs" / "dry-run") / name
 

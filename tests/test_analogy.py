@@ -435,3 +435,24 @@ def test_committed_book_artefacts_match_the_book_images():
         segmenter = analogy_runs.load_evaluation_segmenter(analogy_runs.exported_path("book", image["name"]))
         assert segmenter(image["image"][None]).shape[1] == image["num_classes"]
         assert analogy_runs.exported_path("book", image["name"]).stat().st_size < 12 * 2 ** 20
+
+
+def test_a_resumed_run_logs_what_an_uninterrupted_one_does(tmp_path, monkeypatch):
+    """The logs' moving averages travel in the checkpoint (the trainer's extra state): resumed at
+    iteration 7, the entry at step 10 still holds the reconstruction term of iterations 0 and 5.
+    Without it the full profile's notebook failed on a resumed history (found by the dry run)."""
+    from labkit import select_profile
+
+    settings = dict(select_profile(analogy.PROFILES, "smoke"), iterations=12)
+    image = analogy_runs.source_images(settings, 0)[0]
+    features = analogy_runs.patch_features(settings, "cpu")
+    _, whole = analogy_runs.train_model("sft", image, settings, "cpu", tmp_path / "whole", features, progress=False)
+    monkeypatch.setenv("LABKIT_STOP_AFTER_STEPS", "7")
+    _, first = analogy_runs.train_model("sft", image, settings, "cpu", tmp_path / "parts", features, progress=False)
+    monkeypatch.delenv("LABKIT_STOP_AFTER_STEPS")
+    _, resumed = analogy_runs.train_model("sft", image, settings, "cpu", tmp_path / "parts", features, progress=False)
+    assert first.steps_done == 7 and resumed.resumed_from == 7 and resumed.finished
+    assert [sorted(h) for h in resumed.history] == [sorted(h) for h in whole.history]
+    assert "reconstruction" in resumed.history[0]
+    for got, want in zip(resumed.history, whole.history):
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-6)

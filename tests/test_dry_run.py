@@ -14,8 +14,8 @@ from torch import nn
 from labkit import dry_run as dry
 from labkit.checkpoints import load_checkpoint, save_checkpoint, write_json
 from labkit.networks import float32_region
-from labkit.train import (DRY_RUN_ENV, DRY_RUN_ROOT_ENV, FAST_PATH_ENV, STOP_AFTER_ENV, fast_path, fit,
-                          register_dry_run, reports_dir, select_profile)
+from labkit.train import (DRY_RUN_ENV, DRY_RUN_ROOT_ENV, FAST_PATH_ENV, STOP_AFTER_ENV, dry_run_dir, fast_path,
+                          fit, register_dry_run, reports_dir, select_profile)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,9 +42,8 @@ def dry_root(tmp_path_factory):
 
 
 def _notebook_name(chapter: str) -> str:
-    from labkit import cli
-
-    return cli.resolve_chapter(chapter, cli.chapters())
+    """The chapter's notebook stem (04_semantic_analogy for analogy): its dry runs' folder name."""
+    return dry_run_dir(chapter).name
 
 
 def _errors(notebook: Path) -> list:
@@ -83,7 +82,7 @@ def test_full_profile_dry_run_trains_resumes_and_scores(chapter, dry_root, envir
         stored = _channels_last_weights(state["model"])
         assert stored and all(stored), f"{name}: weights not channels_last, so fit did not take the GPU branch"
     # then the chapter's notebook, every full-profile cell, on these runs (it loads their checkpoints)
-    [notebook_run] = cli.reproduce("full", [chapter], runs_root=dry_root, dry_run=True)
+    [notebook_run] = cli.reproduce("full", [run_dir.name], runs_root=dry_root, dry_run=True)
     assert notebook_run == run_dir and not _errors(run_dir / f"{run_dir.name}.ipynb")
     assert load_checkpoint(run_dir / "train" / sorted(summary["checkpoints"])[0])["step"] \
         == summary["checkpoints"][sorted(summary["checkpoints"])[0]]   # loaded, not trained further
@@ -133,6 +132,8 @@ def test_dry_run_applies_to_the_full_profile_only_and_goes_to_runs(environment):
                                                 "dry_run": True}
     assert select_profile(profiles, "book") == {"steps": 5, "width": 8, "profile": "book"}
     assert reports_dir("full", "crn") == REPO / "runs" / "dry-run" / "01_crn"   # where its notebook runs
+    assert [dry_run_dir(c).name for c in dry.CHAPTERS + ("report",)] == [
+        "01_crn", "02_sims", "03_srn", "04_semantic_analogy", "05_seigan", "06_report"]
     with pytest.raises(ValueError, match="declares none"):
         select_profile({"book": {}, "full": {"steps": 1}}, "full")
 

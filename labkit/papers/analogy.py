@@ -767,6 +767,21 @@ class AnalogyTrainer(nn.Module):
         object.__setattr__(self, "features", features)
         self.running_logs: dict[str, float] = {}
 
+    def get_extra_state(self) -> dict:
+        """The logs' moving averages (:meth:`smoothed`), so that a resumed run logs what an
+        uninterrupted one would: without them the first entries after a resume lack the
+        reconstruction-mode terms (the full-profile dry run found this)."""
+        return {"running_logs": dict(self.running_logs)}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore what :meth:`get_extra_state` saved (``load_state_dict`` calls this)."""
+        if not isinstance(state, dict) or not isinstance(state.get("running_logs"), dict):
+            from ..checkpoints import CheckpointError
+
+            raise CheckpointError("the analogy trainer's extra state must be a dict with 'running_logs' "
+                                  "(name → moving average), as get_extra_state writes it")
+        self.running_logs = {str(k): float(v) for k, v in state["running_logs"].items()}
+
     def generator_parameters(self):
         return self.generator.parameters()
 
