@@ -519,13 +519,18 @@ ENVIRONMENT_COLUMNS = [("chapter", "chapter", None), ("device", "devices", None)
                        ("versions", "versions", None), ("commits", "commits", None)]
 
 
+def _shown_path(folder: Path) -> str:
+    """``folder`` relative to the repository when inside it (a dry run's folder may be elsewhere)."""
+    return str(folder.relative_to(REPO_ROOT)) if folder.is_relative_to(REPO_ROOT) else str(folder)
+
+
 def full_run_status() -> list[dict]:
     """Per chapter: whether a ``full``-profile record exists, and where."""
     rows = []
     for item in CHAPTERS:
         folder = next((f for f in chapter_record_dirs(item.key, "full") if (f / "metrics.json").is_file()), None)
         rows.append({"chapter": item.key, "status": "recorded" if folder else "not run",
-                     "where": str(folder.relative_to(REPO_ROOT)) if folder else "–"})
+                     "where": _shown_path(folder) if folder else "–"})
     return rows
 
 
