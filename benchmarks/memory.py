@@ -25,9 +25,10 @@ above the timeline's start (which holds the pre-existing tensors the step touche
 such as the optimizer's state, already counted above). *Total* = parameters +
 optimizer state + peak of the step.
 
-**What it is not.** A CUDA run adds the CUDA context (~0.5 GiB), cuDNN/cuBLAS
-workspaces and the caching allocator's fragmentation, and holds its data batches
-on the device; budget 20–30 % above the total. ``torch.compile`` changes the
+**What it is not.** A CUDA run adds the CUDA context, cuDNN/cuBLAS workspaces and
+the caching allocator's fragmentation, and holds its data batches on the device:
+the README's "smallest card" column allows :data:`HEADROOM` × the total plus
+:data:`CUDA_CONTEXT_GIB`, an allowance, not a measurement. ``torch.compile`` changes the
 activations (fusion usually lowers them). Where a GPU exists, ``--device cuda``
 also records ``torch.cuda.max_memory_allocated`` of the same two steps, the
 number that includes all of this except the context. Other networks of a chapter
